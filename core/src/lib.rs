@@ -1,0 +1,21 @@
+//! mimic-core: the backend-generic heart of mimic, a Rust implementation of MIMIC
+//! (masked-image pre-training of a vanilla ViT, then mix-supervised contrastive fine-tuning for
+//! facial expression recognition).
+//!
+//! Everything here is generic over a burn [`Backend`](burn::tensor::backend::Backend); the
+//! concrete backend (CPU, wgpu, CUDA) is chosen by the binaries. The crate holds no CLI and no
+//! I/O policy: file-system readers sit behind the default `fs` feature so the model, the label
+//! sets and the preprocessing also build for wasm32.
+//!
+//! - [`model`]: the ViT encoder with timm parameter names, its presets, sin-cos position tables.
+//! - [`weights`]: import of timm / MAE checkpoints with strict key verification, export to
+//!   safetensors with timm names.
+//! - [`preprocess`]: image to normalised tensor, as the model expects it.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod model;
+pub mod preprocess;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,109 @@
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::activation::gelu;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+use super::attention::xavier_linear;
+use super::{Attention, AttentionConfig, DropPath, LN_EPS};
+
+/// Configuration of [`Mlp`].
+#[derive(Config, Debug)]
+pub struct MlpConfig {
+    /// Input and output width.
+    pub d_model: usize,
+    /// Hidden width (4 x d_model in ViTs).
+    pub d_hidden: usize,
+}
+
+/// The transformer MLP: `fc2(gelu(fc1(x)))` with the exact (erf) GELU, as timm.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// `d_model -> d_hidden`.
+    pub fc1: Linear<B>,
+    /// `d_hidden -> d_model`.
+    pub fc2: Linear<B>,
+}
+
+impl MlpConfig {
+    /// Builds the MLP with MAE's init.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Mlp<B> {
+        Mlp {
+            fc1: xavier_linear(self.d_model, self.d_hidden, device),
+            fc2: xavier_linear(self.d_hidden, self.d_model, device),
+        }
+    }
+}
+
+impl<B: Backend> Mlp<B> {
+    /// # Shapes
+    /// - x: `[batch, n_tokens, d_model]` -> `[batch, n_tokens, d_model]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.fc2.forward(gelu(self.fc1.forward(x)))
+    }
+}
+
+/// Configuration of [`Block`].
+#[derive(Config, Debug)]
+pub struct BlockConfig {
+    /// Token width.
+    pub d_model: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// MLP hidden width.
+    pub d_hidden: usize,
+    /// Stochastic depth rate of this block. Default: 0.0.
+    #[config(default = 0.0)]
+    pub drop_path: f64,
+}
+
+/// A pre-norm transformer block:
+/// `x + DropPath(Attn(LN(x)))`, then `x + DropPath(MLP(LN(x)))`, LayerNorm eps 1e-6.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// Norm before attention.
+    pub norm1: LayerNorm<B>,
+    /// Self-attention.
+    pub attn: Attention<B>,
+    /// Norm before the MLP.
+    pub norm2: LayerNorm<B>,
+    /// Feed-forward network.
+    pub mlp: Mlp<B>,
+    drop_path: DropPath,
+}
+
+impl BlockConfig {
+    /// Builds the block with MAE's init.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Block<B> {
+        let norm = || {
+            LayerNormConfig::new(self.d_model)
+                .with_epsilon(LN_EPS)
+                .init(device)
+        };
+        Block {
+            norm1: norm(),
+            attn: AttentionConfig::new(self.d_model, self.n_heads).init(device),
+            norm2: norm(),
+            mlp: MlpConfig::new(self.d_model, self.d_hidden).init(device),
+            drop_path: DropPath {
+                prob: self.drop_path,
+            },
+        }
+    }
+}
+
+impl<B: Backend> Block<B> {
+    /// # Shapes
+    /// - x: `[batch, n_tokens, d_model]` -> `[batch, n_tokens, d_model]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = x.clone()
+            + self
+                .drop_path
+                .forward(self.attn.forward(self.norm1.forward(x)));
+        x.clone()
+            + self
+                .drop_path
+                .forward(self.mlp.forward(self.norm2.forward(x)))
+    }
+}

@@ -1,0 +1,23 @@
+//! The ViT encoder of MIMIC and its parts, with timm parameter names so that checkpoints map
+//! 1:1 onto fields.
+//!
+//! Reference: A. Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021,
+//! <https://arxiv.org/abs/2010.11929>; timm's `vision_transformer.py` for the layout.
+
+mod attention;
+mod block;
+mod config;
+mod drop_path;
+mod patch_embed;
+pub mod pos_embed;
+mod vit;
+
+pub use attention::{Attention, AttentionConfig};
+pub use block::{Block, BlockConfig, Mlp, MlpConfig};
+pub use config::{Pool, VitConfig, PRESETS};
+pub use drop_path::DropPath;
+pub use patch_embed::{PatchEmbed, PatchEmbedConfig};
+pub use vit::Vit;
+
+/// LayerNorm epsilon of timm and MAE ViTs (burn's default is 1e-5).
+pub const LN_EPS: f64 = 1e-6;

@@ -1,0 +1,233 @@
+use std::collections::BTreeMap;
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::{Error, Result};
+
+/// A tensor held on the host as f32 values, with the shape and dtype it had in its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Dimensions, outermost first, as stored (PyTorch layout).
+    pub shape: Vec<usize>,
+    /// Row-major values, converted to f32.
+    pub data: Vec<f32>,
+    /// The dtype in the file, e.g. `F32`, `F16`, `BF16`.
+    pub dtype: String,
+}
+
+/// All tensors of a weight file by name, in name order, and where they came from.
+#[derive(Debug, Clone, Default)]
+pub struct TensorMap {
+    /// Tensors by their (prefix-stripped) names.
+    pub tensors: BTreeMap<String, HostTensor>,
+    /// The file (or label) the tensors came from, for error messages.
+    pub source: String,
+    /// String metadata stored with the tensors (safetensors `__metadata__`).
+    pub metadata: BTreeMap<String, String>,
+    /// What was done to the names on reading, e.g. the top-level key that was unwrapped.
+    pub notes: Vec<String>,
+}
+
+/// The top-level keys under which checkpoints commonly nest their state dict, tried in order
+/// (MAE releases use `model`; timm training checkpoints `state_dict`).
+const CONTAINER_KEYS: &[&str] = &["model", "state_dict", "module"];
+
+impl TensorMap {
+    /// Parses safetensors bytes. `source` names them in errors.
+    pub fn from_safetensors_bytes(bytes: &[u8], source: &str) -> Result<Self> {
+        let fail = |reason: String| Error::WeightFormat {
+            path: source.to_string(),
+            reason,
+        };
+        let st = SafeTensors::deserialize(bytes).map_err(|e| fail(format!("{e}")))?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fail(format!("{e}")))?;
+
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let data = decode_le(view.dtype(), view.data()).ok_or_else(|| {
+                fail(format!(
+                    "tensor '{name}' has unsupported dtype {:?}",
+                    view.dtype()
+                ))
+            })?;
+            let dtype = format!("{:?}", view.dtype());
+            tensors.insert(
+                name,
+                HostTensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                    dtype,
+                },
+            );
+        }
+        let metadata = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut map = TensorMap {
+            tensors,
+            source: source.to_string(),
+            metadata,
+            notes: vec![],
+        };
+        map.unwrap_container();
+        Ok(map)
+    }
+
+    /// Reads a PyTorch checkpoint file (zip or legacy pickle format).
+    #[cfg(feature = "fs")]
+    pub fn read_pytorch(path: &std::path::Path) -> Result<Self> {
+        use burn_store::pytorch::PytorchReader;
+        let source = path.display().to_string();
+        let fail = |reason: String| Error::WeightFormat {
+            path: source.clone(),
+            reason,
+        };
+        let reader = PytorchReader::new(path).map_err(|e| fail(format!("{e}")))?;
+        Self::from_snapshots(reader.into_tensors(), &source)
+    }
+
+    /// Reads a `.safetensors`, `.pth`, `.pt` or `.bin` file (chosen by content, not by name).
+    #[cfg(feature = "fs")]
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|err| Error::Io {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        let source = path.display().to_string();
+        if bytes.is_empty() {
+            return Err(Error::WeightFormat {
+                path: source,
+                reason: "the file is empty".into(),
+            });
+        }
+        // PyTorch files are zip archives (PK..) or legacy pickles (0x80 protocol byte);
+        // safetensors start with an 8-byte little-endian header length.
+        if bytes.starts_with(b"PK") || bytes[0] == 0x80 {
+            Self::read_pytorch(path)
+        } else {
+            Self::from_safetensors_bytes(&bytes, &source)
+        }
+    }
+
+    #[cfg(feature = "fs")]
+    fn from_snapshots(
+        snapshots: std::collections::HashMap<String, burn_store::TensorSnapshot>,
+        source: &str,
+    ) -> Result<Self> {
+        use burn::tensor::DType;
+        let mut tensors = BTreeMap::new();
+        for (name, snap) in snapshots {
+            let fail = |reason: String| Error::WeightFormat {
+                path: source.to_string(),
+                reason: format!("tensor '{name}': {reason}"),
+            };
+            let dtype = format!("{:?}", snap.dtype);
+            let data = snap.to_data().map_err(|e| fail(format!("{e:?}")))?;
+            let data = match data.dtype {
+                DType::F32 => data,
+                DType::F64 | DType::F16 | DType::BF16 => data.convert::<f32>(),
+                // Integer buffers (e.g. BatchNorm counters) are kept as values too.
+                DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U8 | DType::Bool(_) => {
+                    data.convert::<f32>()
+                }
+                other => return Err(fail(format!("unsupported dtype {other:?}"))),
+            };
+            let shape = data.shape.to_vec();
+            let data = data.to_vec::<f32>().map_err(|e| fail(format!("{e:?}")))?;
+            tensors.insert(name, HostTensor { shape, data, dtype });
+        }
+        let mut map = TensorMap {
+            tensors,
+            source: source.to_string(),
+            metadata: BTreeMap::new(),
+            notes: vec![],
+        };
+        map.unwrap_container();
+        Ok(map)
+    }
+
+    /// When every tensor sits under one container key (`model.`, `state_dict.`, `module.`)
+    /// or such a key holds the model next to other state (optimizer, EMA), keep only that
+    /// container and strip its prefix, noting what was dropped.
+    fn unwrap_container(&mut self) {
+        let looks_like_model =
+            |k: &str| k.starts_with("patch_embed.") || k.starts_with("blocks.") || k == "cls_token";
+        if self.tensors.keys().any(|k| looks_like_model(k)) {
+            return;
+        }
+        for key in CONTAINER_KEYS {
+            let prefix = format!("{key}.");
+            if !self.tensors.keys().any(|k| k.starts_with(&prefix)) {
+                continue;
+            }
+            let all = std::mem::take(&mut self.tensors);
+            let total = all.len();
+            for (name, t) in all {
+                if let Some(rest) = name.strip_prefix(&prefix) {
+                    self.tensors.insert(rest.to_string(), t);
+                }
+            }
+            let dropped = total - self.tensors.len();
+            let mut note = format!(
+                "using the {} tensors under top-level key '{key}'",
+                self.tensors.len()
+            );
+            if dropped > 0 {
+                note.push_str(&format!(", ignoring {dropped} tensors under other keys"));
+            }
+            self.notes.push(note);
+            return;
+        }
+    }
+
+    /// Removes and returns a tensor.
+    pub fn take(&mut self, name: &str) -> Option<HostTensor> {
+        self.tensors.remove(name)
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// True when the map holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+}
+
+/// Decodes little-endian float data of a safetensors dtype into f32.
+fn decode_le(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    let v = match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")) as f32)
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::I64 => bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("chunks of 8")) as f32)
+            .collect(),
+        Dtype::I32 => bytes
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
+            .collect(),
+        Dtype::U8 => bytes.iter().map(|&b| b as f32).collect(),
+        _ => return None,
+    };
+    Some(v)
+}

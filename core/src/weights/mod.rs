@@ -1,0 +1,18 @@
+//! Weight files: reading timm / MAE checkpoints (`.safetensors`, PyTorch `.pth`) into a
+//! name -> tensor map, loading that map into a model with strict verification, and exporting
+//! models to safetensors with timm names.
+//!
+//! PyTorch files are read with burn-store's pickle reader, which rebuilds tensors and plain
+//! containers only: a pickle that references any other Python global is refused, never run.
+
+mod export;
+mod load;
+mod map;
+mod visit;
+
+pub use export::{export_safetensors, save_safetensors, write_atomic};
+pub use load::{
+    fit_head, labels_of, load_into, load_vit, LoadPolicy, LoadReport, CONFIG_KEY, LABELS_KEY,
+};
+pub use map::{HostTensor, TensorMap};
+pub use visit::{param_shapes, Layout, ParamVisitor, VisitParams};

@@ -1,0 +1,66 @@
+//! Shared helpers of mimic's integration tests: fixture paths, the `train-native` binary,
+//! and tolerance checks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `tests/fixtures/<name>`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// The reference outputs written by `tests/reference/make_vit_fixtures.py`.
+pub fn reference() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("vit_reference.json"))
+        .expect("tests/fixtures/vit_reference.json should be committed");
+    serde_json::from_str(&text).expect("the reference file should be valid JSON")
+}
+
+/// A list of numbers from the reference file.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
+        .collect()
+}
+
+/// Asserts `max |got - want| <= tol * max(max |want|, 1e-3)`: the error relative to the
+/// magnitude of the reference vector.
+pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    let (i, err) = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .enumerate()
+        .fold(
+            (0, 0f32),
+            |best, (i, e)| if e > best.1 { (i, e) } else { best },
+        );
+    assert!(
+        err <= tol * scale,
+        "{what}: max error {err:e} at {i} (got {}, want {}) exceeds {tol:e} x {scale}",
+        got[i],
+        want[i]
+    );
+}
+
+/// The `train-native` binary built by `cargo test --workspace` next to the test binaries.
+pub fn train_native() -> Command {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let bin = dir.join(format!("train-native{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not found: run the tests with `cargo test --workspace` so the binary is built",
+        bin.display()
+    );
+    Command::new(bin)
+}

@@ -1,0 +1,57 @@
+//! `train-native`: the mimic trainer and tools.
+//!
+//! ```text
+//! cargo run -p train-native --release -- predict --model vit_toy_patch8_32 \
+//!     --weights tests/fixtures/vit_toy.safetensors --image tests/fixtures/face32.png
+//! cargo run -p train-native --release -- bench --model vit_cpu_patch6_48 --batch 32
+//! ```
+//!
+//! Exit codes: 0 success, 1 a failure (the cause chain is printed), 2 bad command-line usage.
+
+mod backend;
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// MIMIC facial-expression training: masked-image pre-training and mix-supervised
+/// contrastive fine-tuning of Vision Transformers.
+#[derive(Parser, Debug)]
+#[command(name = "train-native", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Classify one image with a checkpoint and print the top classes.
+    Predict(cmd::predict::Args),
+    /// List the tensors of a weight file: names, shapes, dtypes.
+    Inspect(cmd::inspect::Args),
+    /// Measure forward, forward+backward and optimizer-step throughput of a preset.
+    Bench(cmd::bench::Args),
+    /// List the model presets.
+    Presets,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Predict(args) => cmd::predict::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::Presets => {
+            for p in mimic_core::model::PRESETS {
+                println!("{:<24} {}", p.name, p.about);
+            }
+            Ok(())
+        }
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err}");
+        for cause in err.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        std::process::exit(1);
+    }
+}
