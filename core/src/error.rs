@@ -38,6 +38,15 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A data set's files are malformed or incomplete: a bad label row, a missing image, an
+    /// empty split.
+    #[error("{location}: {reason}")]
+    Dataset {
+        /// The file, with `:line` (1-based) when one line is at fault, or the folder.
+        location: String,
+        /// What was wrong, with what was expected and what was found.
+        reason: String,
+    },
     /// A configuration value is impossible (unknown preset, sizes that do not divide, ...).
     #[error("invalid configuration: {0}")]
     Config(String),

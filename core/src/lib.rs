@@ -11,9 +11,14 @@
 //! - [`weights`]: import of timm / MAE checkpoints with strict key verification, export to
 //!   safetensors with timm names.
 //! - [`preprocess`]: image to normalised tensor, as the model expects it.
+//! - [`mix`]: Mixup / CutMix, soft labels and the positive-pair rule of MSCL.
+//! - [`loss`]: soft-target cross-entropy, SupCon and MSCL.
 #![warn(missing_docs)]
 
+pub mod data;
 pub mod error;
+pub mod loss;
+pub mod mix;
 pub mod model;
 pub mod preprocess;
 pub mod weights;

@@ -1,0 +1,434 @@
+//! Decoded pixels kept in memory between epochs: parallel decoding of a split, and removal of
+//! samples whose pixels duplicate another split's (FER2013 holds many exact copies across its
+//! splits).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use super::{record_drop, Split};
+use crate::preprocess::RgbF32;
+
+/// Reason recorded by [`dedup_against`].
+pub const DUPLICATE_REASON: &str = "duplicate of a training image";
+
+/// An 8-bit image, grey or RGB, as decoded from a [`Sample`](super::Sample)'s source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DecodedImage {
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// 1 (grey, kept single-channel to save memory) or 3 (RGB).
+    pub channels: usize,
+    /// `height * width * channels` values, row-major HWC.
+    pub pixels: Vec<u8>,
+}
+
+impl DecodedImage {
+    /// RGB values in [0, 1]; grey is replicated to the three channels.
+    ///
+    /// # Panics
+    /// If `channels` is not 1 or 3, or `pixels` does not hold `height * width * channels`
+    /// values.
+    pub fn to_rgb_f32(&self) -> RgbF32 {
+        assert!(
+            matches!(self.channels, 1 | 3),
+            "a decoded image has 1 or 3 channels, not {}",
+            self.channels
+        );
+        assert_eq!(
+            self.pixels.len(),
+            self.height * self.width * self.channels,
+            "pixel buffer does not match {}x{}x{}",
+            self.height,
+            self.width,
+            self.channels
+        );
+        let scale = |p: &u8| *p as f32 / 255.0;
+        let data = if self.channels == 3 {
+            self.pixels.iter().map(scale).collect()
+        } else {
+            self.pixels.iter().flat_map(|p| [scale(p); 3]).collect()
+        };
+        RgbF32 {
+            height: self.height,
+            width: self.width,
+            data,
+        }
+    }
+
+    /// Decodes an image file's bytes: grey (with or without alpha, 8 or 16 bit) becomes one
+    /// 8-bit channel, everything else (RGBA, 16-bit, palette, CMYK) 8-bit RGB; alpha is dropped.
+    /// `source` names the image in errors.
+    #[cfg(feature = "fs")]
+    pub fn decode(bytes: &[u8], source: &str) -> crate::Result<Self> {
+        use image::ColorType;
+
+        let fail = |reason: String| crate::Error::Image {
+            path: source.to_string(),
+            reason,
+        };
+        if bytes.is_empty() {
+            return Err(fail("the file is empty".into()));
+        }
+        let img =
+            image::load_from_memory(bytes).map_err(|e| fail(format!("cannot decode: {e}")))?;
+        let (width, height) = (img.width() as usize, img.height() as usize);
+        if width == 0 || height == 0 {
+            return Err(fail(format!("image has no pixels ({width}x{height})")));
+        }
+        let grey = matches!(
+            img.color(),
+            ColorType::L8 | ColorType::L16 | ColorType::La8 | ColorType::La16
+        );
+        let (channels, pixels) = if grey {
+            (1, img.to_luma8().into_raw())
+        } else {
+            (3, img.to_rgb8().into_raw())
+        };
+        Ok(Self {
+            width,
+            height,
+            channels,
+            pixels,
+        })
+    }
+}
+
+/// Reads and decodes one sample's pixels (see [`DecodedImage::decode`]).
+#[cfg(feature = "fs")]
+pub fn decode_source(source: &super::ImageSource) -> crate::Result<DecodedImage> {
+    match source {
+        super::ImageSource::File(path) => {
+            let bytes = std::fs::read(path).map_err(|err| super::text::io_error(path, err))?;
+            DecodedImage::decode(&bytes, &path.display().to_string())
+        }
+        super::ImageSource::Gray {
+            width,
+            height,
+            pixels,
+        } => {
+            if pixels.len() != width * height || pixels.is_empty() {
+                return Err(crate::Error::Image {
+                    path: "in-memory grey image".into(),
+                    reason: format!("{} pixels for {width}x{height}", pixels.len()),
+                });
+            }
+            Ok(DecodedImage {
+                width: *width,
+                height: *height,
+                channels: 1,
+                pixels: pixels.clone(),
+            })
+        }
+    }
+}
+
+/// Decodes every sample with `threads` workers (at least 1), keeping the order of `samples`.
+/// On failure returns the error of the first failing sample, which names its file.
+#[cfg(feature = "fs")]
+pub fn decode_all(samples: &[super::Sample], threads: usize) -> crate::Result<Vec<DecodedImage>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let threads = threads.clamp(1, samples.len().max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+
+    // Workers claim the next index until none is left or one of them has failed; every index
+    // below a failure was claimed before it, so the first failure in order is always seen.
+    let worker = || {
+        let mut out = Vec::new();
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(sample) = samples.get(i) else { break };
+            let decoded = decode_source(&sample.source);
+            if decoded.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            out.push((i, decoded));
+        }
+        out
+    };
+    let parts: Vec<Vec<(usize, crate::Result<DecodedImage>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(worker)).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+
+    let mut slots: Vec<Option<DecodedImage>> = vec![None; samples.len()];
+    let mut first_error: Option<(usize, crate::Error)> = None;
+    for (i, decoded) in parts.into_iter().flatten() {
+        match decoded {
+            Ok(img) => slots[i] = Some(img),
+            Err(e) if first_error.as_ref().is_none_or(|(j, _)| i < *j) => {
+                first_error = Some((i, e))
+            }
+            Err(_) => {}
+        }
+    }
+    if let Some((_, e)) = first_error {
+        return Err(e);
+    }
+    Ok(slots
+        .into_iter()
+        .map(|s| s.expect("every sample is decoded when none failed"))
+        .collect())
+}
+
+fn fingerprint(img: &DecodedImage) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    img.hash(&mut h);
+    h.finish()
+}
+
+/// Drops the samples of `split` whose decoded pixels equal (same size, channel count and bytes)
+/// an image of `reference`, e.g. test images that are copies of training images. `images` are
+/// the decoded `split.samples` and stay aligned with them. The drops are recorded under
+/// [`DUPLICATE_REASON`]; returns how many there were.
+///
+/// # Panics
+/// If `images` and `split.samples` differ in length.
+pub fn dedup_against(
+    split: &mut Split,
+    images: &mut Vec<DecodedImage>,
+    reference: &[DecodedImage],
+) -> usize {
+    assert_eq!(
+        images.len(),
+        split.samples.len(),
+        "images must be the decoded samples of the split, in order"
+    );
+    let mut by_hash: HashMap<u64, Vec<&DecodedImage>> = HashMap::new();
+    for r in reference {
+        by_hash.entry(fingerprint(r)).or_default().push(r);
+    }
+    let is_copy: Vec<bool> = images
+        .iter()
+        .map(|img| {
+            by_hash
+                .get(&fingerprint(img))
+                .is_some_and(|c| c.contains(&img))
+        })
+        .collect();
+
+    for (sample, _) in split.samples.iter().zip(&is_copy).filter(|(_, &copy)| copy) {
+        record_drop(&mut split.dropped, DUPLICATE_REASON, &sample.id);
+    }
+    let mut keep = is_copy.iter().map(|copy| !copy);
+    split.samples.retain(|_| keep.next().unwrap_or(true));
+    let mut keep = is_copy.iter().map(|copy| !copy);
+    images.retain(|_| keep.next().unwrap_or(true));
+    is_copy.iter().filter(|&&copy| copy).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{ImageSource, Sample};
+
+    fn gray(width: usize, pixels: Vec<u8>) -> DecodedImage {
+        DecodedImage {
+            width,
+            height: pixels.len() / width,
+            channels: 1,
+            pixels,
+        }
+    }
+
+    fn sample(id: &str, source: ImageSource) -> Sample {
+        Sample {
+            id: id.into(),
+            source,
+            class: 0,
+            target: vec![1.0],
+        }
+    }
+
+    fn toy_split(ids: &[&str]) -> Split {
+        Split {
+            dataset: "toy".into(),
+            split: "test".into(),
+            classes: vec!["a".into()],
+            samples: ids
+                .iter()
+                .map(|id| sample(id, ImageSource::File(id.into())))
+                .collect(),
+            dropped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn grey_is_replicated_to_rgb() {
+        let rgb = gray(2, vec![0, 255]).to_rgb_f32();
+        assert_eq!((rgb.height, rgb.width), (1, 2));
+        assert_eq!(rgb.data, [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        let colour = DecodedImage {
+            width: 1,
+            height: 1,
+            channels: 3,
+            pixels: vec![0, 51, 255],
+        };
+        assert_eq!(colour.to_rgb_f32().data, [0.0, 0.2, 1.0]);
+    }
+
+    #[test]
+    fn dedup_drops_copies_and_keeps_images_aligned() {
+        let mut split = toy_split(&["a", "b", "c", "d"]);
+        let mut images = vec![
+            gray(2, vec![1, 2]),
+            gray(2, vec![3, 4]),
+            gray(1, vec![1, 2]), // same bytes as a reference image, other size
+            gray(2, vec![5, 6]),
+        ];
+        let reference = [gray(2, vec![5, 6]), gray(2, vec![1, 2])];
+        assert_eq!(dedup_against(&mut split, &mut images, &reference), 2);
+        let ids: Vec<&str> = split.samples.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert_eq!(images, [gray(2, vec![3, 4]), gray(1, vec![1, 2])]);
+        assert_eq!(split.dropped[0].reason, DUPLICATE_REASON);
+        assert_eq!(
+            (split.dropped[0].count, split.dropped[0].examples.len()),
+            (2, 2)
+        );
+        assert_eq!(dedup_against(&mut split, &mut images, &reference), 0);
+        assert_eq!(split.dropped.len(), 1);
+    }
+
+    #[cfg(feature = "fs")]
+    mod files {
+        use super::*;
+        use crate::data::test_util::TempDir;
+        use std::path::Path;
+
+        #[test]
+        fn decode_all_keeps_order_and_grey_stays_one_channel() {
+            let dir = TempDir::new("decode");
+            let g = dir.write_gray_png("g.png", 2, vec![10, 20, 30, 40]);
+            let rgb = dir.write("rgba.png", []);
+            image::RgbaImage::from_raw(1, 1, vec![10, 20, 30, 40])
+                .unwrap()
+                .save(&rgb)
+                .unwrap();
+            let deep = dir.write("g16.png", []);
+            image::ImageBuffer::<image::Luma<u16>, _>::from_raw(2, 1, vec![0u16, 65535])
+                .unwrap()
+                .save(&deep)
+                .unwrap();
+            let la = dir.write("la.png", []);
+            image::GrayAlphaImage::from_raw(1, 1, vec![77, 0])
+                .unwrap()
+                .save(&la)
+                .unwrap();
+
+            let want = [
+                gray(2, vec![10, 20, 30, 40]),
+                DecodedImage {
+                    width: 1,
+                    height: 1,
+                    channels: 3,
+                    pixels: vec![10, 20, 30],
+                },
+                gray(2, vec![0, 255]),
+                gray(1, vec![77]),
+                gray(3, vec![1, 2, 3]),
+            ];
+            let sources = [
+                ImageSource::File(g),
+                ImageSource::File(rgb),
+                ImageSource::File(deep),
+                ImageSource::File(la),
+                ImageSource::Gray {
+                    width: 3,
+                    height: 1,
+                    pixels: vec![1, 2, 3],
+                },
+            ];
+            // Many samples over few workers, in a scrambled order.
+            let order: Vec<usize> = (0..40).map(|i| (i * 7) % 5).collect();
+            let samples: Vec<Sample> = order
+                .iter()
+                .map(|&k| sample(&k.to_string(), sources[k].clone()))
+                .collect();
+            for threads in [0, 1, 3, 64] {
+                let got = decode_all(&samples, threads).unwrap();
+                let expected: Vec<&DecodedImage> = order.iter().map(|&k| &want[k]).collect();
+                assert_eq!(
+                    got.iter().collect::<Vec<_>>(),
+                    expected,
+                    "threads {threads}"
+                );
+            }
+            assert!(decode_all(&[], 4).unwrap().is_empty());
+        }
+
+        #[test]
+        fn decode_failures_name_the_file() {
+            let dir = TempDir::new("decode-bad");
+            let good = dir.write_gray_png("good.png", 1, vec![1]);
+            let bad = dir.write("bad.png", b"not a png");
+            let empty = dir.write("empty.png", []);
+            let mut samples = vec![sample("g", ImageSource::File(good.clone())); 30];
+            samples.push(sample("b", ImageSource::File(bad)));
+            samples.push(sample("e", ImageSource::File(empty)));
+            let err = decode_all(&samples, 4).unwrap_err().to_string();
+            assert!(err.contains("bad.png: cannot decode"), "{err}");
+            samples.swap(30, 31);
+            let err = decode_all(&samples, 4).unwrap_err().to_string();
+            assert!(err.contains("empty.png: the file is empty"), "{err}");
+
+            let missing = [sample(
+                "m",
+                ImageSource::File(dir.path().join("missing.png")),
+            )];
+            let err = decode_all(&missing, 1).unwrap_err();
+            assert!(matches!(&err, crate::Error::Io { path, .. } if path.ends_with("missing.png")));
+            let short = ImageSource::Gray {
+                width: 48,
+                height: 48,
+                pixels: vec![0; 10],
+            };
+            assert!(decode_source(&short).is_err());
+        }
+
+        #[test]
+        fn real_ferplus_duplicates_are_found() {
+            let root = Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/data/ferplus"
+            ));
+            if !root.is_dir() {
+                eprintln!(
+                    "note: {} is absent; skipping the real-data check",
+                    root.display()
+                );
+                return;
+            }
+            // Pairs listed in DUPLICATES.txt: Test 32236 = Train 13320, Test 32246 = Train 18629;
+            // Test 32235 only has a copy in Valid.
+            let file = |p: &str| ImageSource::File(root.join("data").join(p));
+            let test: Vec<Sample> = ["fer0032235", "fer0032236", "fer0032246"]
+                .iter()
+                .map(|id| sample(id, file(&format!("FER2013Test/{id}.png"))))
+                .collect();
+            let train: Vec<Sample> = ["fer0013320", "fer0018629", "fer0000000"]
+                .iter()
+                .map(|id| sample(id, file(&format!("FER2013Train/{id}.png"))))
+                .collect();
+            let mut split = toy_split(&[]);
+            split.samples = test;
+            let mut images = decode_all(&split.samples, 2).unwrap();
+            assert!(images
+                .iter()
+                .all(|i| (i.width, i.height, i.channels) == (48, 48, 1)));
+            let reference = decode_all(&train, 2).unwrap();
+            assert_eq!(dedup_against(&mut split, &mut images, &reference), 2);
+            assert_eq!(split.samples[0].id, "fer0032235");
+            assert_eq!(split.dropped[0].examples, ["fer0032236", "fer0032246"]);
+        }
+    }
+}
