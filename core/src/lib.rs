@@ -13,14 +13,18 @@
 //! - [`preprocess`]: image to normalised tensor, as the model expects it.
 //! - [`mix`]: Mixup / CutMix, soft labels and the positive-pair rule of MSCL.
 //! - [`loss`]: soft-target cross-entropy, SupCon and MSCL.
+//! - [`train`]: the fine-tuning model and step, layer-decay optimiser, schedule, metrics.
+//! - [`data`]: FER data sets, decoding, de-duplication, balanced sampling.
 #![warn(missing_docs)]
 
+pub mod augment;
 pub mod data;
 pub mod error;
 pub mod loss;
 pub mod mix;
 pub mod model;
 pub mod preprocess;
+pub mod train;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -10,6 +10,10 @@
 
 mod backend;
 mod cmd;
+mod pipeline;
+mod plot;
+mod run;
+mod settings;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +28,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Fine-tune a ViT with MIMIC (CE + mix-supervised contrastive loss) on a FER data set.
+    /// With no arguments: the CPU recipe on the FERPlus sample shipped in assets/.
+    Finetune(cmd::finetune::Args),
+    /// Evaluate a checkpoint on a split: accuracy, per-class accuracy, confusion matrix.
+    Eval(cmd::eval::Args),
     /// Classify one image with a checkpoint and print the top classes.
     Predict(cmd::predict::Args),
     /// List the tensors of a weight file: names, shapes, dtypes.
@@ -37,6 +46,8 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Finetune(args) => cmd::finetune::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Bench(args) => cmd::bench::run(args),

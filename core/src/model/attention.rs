@@ -27,8 +27,8 @@ pub struct Attention<B: Backend> {
     n_heads: usize,
 }
 
-/// MAE's init for linear layers: Xavier-uniform weights, zero biases.
-pub(crate) fn xavier_linear<B: Backend>(
+/// A linear layer with MAE's init: Xavier-uniform weights, zero biases.
+pub fn xavier_linear<B: Backend>(
     d_in: usize,
     d_out: usize,
     device: &B::Device,

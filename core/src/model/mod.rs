@@ -12,7 +12,7 @@ mod patch_embed;
 pub mod pos_embed;
 mod vit;
 
-pub use attention::{Attention, AttentionConfig};
+pub use attention::{xavier_linear, Attention, AttentionConfig};
 pub use block::{Block, BlockConfig, Mlp, MlpConfig};
 pub use config::{Pool, VitConfig, PRESETS};
 pub use drop_path::DropPath;

@@ -32,8 +32,8 @@ pub trait VisitParams<B: Backend> {
     fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, visitor: &mut V);
 }
 
-/// `prefix.name`, or `name` at the root.
-pub(crate) fn join(prefix: &str, name: &str) -> String {
+/// `prefix.name`, or `name` at the root: how visitors build timm names.
+pub fn join(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
         name.to_string()
     } else {

@@ -1,5 +1,7 @@
 //! One module per subcommand: its clap arguments and its `run`.
 
 pub mod bench;
+pub mod eval;
+pub mod finetune;
 pub mod inspect;
 pub mod predict;

@@ -1,0 +1,292 @@
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use std::io::IsTerminal;
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use mimic_core::data::{DatasetKind, LoadOptions};
+use mimic_core::train::{finetune_loss, CosineSchedule, GroupedOptimizer, MimicModel, ProjectionHead};
+use mimic_core::weights::{load_vit, LoadPolicy, TensorMap};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::backend::{dispatch, DeviceKind, Job};
+use crate::pipeline::{self, BatchSource, EpochBatches};
+use crate::run::{evaluate, metrics_json, write_json, CheckpointMeta, RunDir};
+use crate::settings::{FinetuneConfig, FinetuneFlags};
+
+/// The FERPlus sample shipped with the repository: the default data of `finetune`.
+pub const SAMPLE_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/ferplus-sample");
+
+/// Arguments of `finetune`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    flags: FinetuneFlags,
+    /// Backend to run on.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
+    device: DeviceKind,
+}
+
+/// Resolves the settings, then trains on the chosen backend.
+pub fn run(args: Args) -> Result<()> {
+    let config = args.flags.resolve(&PathBuf::from(SAMPLE_DATA), &utc_stamp())?;
+    dispatch(args.device, config)
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC, for default run names.
+pub fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+impl Job for FinetuneConfig {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(mut self, device: B::Device, backend: &str) -> Result<()> {
+        let started = Instant::now();
+        let kind = DatasetKind::parse(&self.dataset)?;
+        if self.data.as_os_str() == SAMPLE_DATA && !self.data.exists() {
+            bail!("the embedded sample {} is missing; pass --data <dir>", self.data.display());
+        }
+
+        // 1. Data: train, a validation split for model selection, and the test split.
+        let options = LoadOptions { ferplus_mode: self.ferplus_mode(), exclude: self.exclude.clone() };
+        let splits = kind.splits();
+        let load = |name: &str| pipeline::load(kind, &self.data, name, &options, self.workers);
+        let train = load("train")?;
+        let val_name = if splits.contains(&"valid") { "valid" } else { "test" };
+        if val_name == "test" {
+            eprintln!("warning: {kind} has no validation split; selecting the best epoch on test");
+        }
+        let mut val = load(val_name)?;
+        let mut test = match splits.contains(&"test") && val_name != "test" {
+            true => Some(load("test")?),
+            false => None,
+        };
+        train.split.ensure_same_classes(&val.split)?;
+        if self.dedup {
+            for held in std::iter::once(&mut val).chain(test.as_mut()) {
+                pipeline::dedup(held, &train);
+            }
+        }
+        for s in std::iter::once(&train).chain([&val]).chain(test.as_ref()) {
+            println!("{}", s.split.report());
+        }
+        let labels = train.split.classes.clone();
+        if self.model.n_classes == 0 {
+            self.model = self.model.clone().with_n_classes(labels.len());
+        }
+
+        // 2. Model: fresh, or initialised from a checkpoint with the expected keys reported.
+        B::seed(&device, self.seed);
+        let encoder = match &self.init {
+            None => self.model.init::<B>(&device)?,
+            Some(path) => {
+                let map = TensorMap::read(path).with_context(|| format!("--init {}", path.display()))?;
+                let (model, report) = load_vit::<B>(&self.model, map, &LoadPolicy::finetune_init(), &device)
+                    .with_context(|| format!("--init {}", path.display()))?;
+                println!("init {}: {report}", path.display());
+                model
+            }
+        };
+        let d = self.model.d_model;
+        let proj = ProjectionHead::new(self.proj, d, self.proj_dim, &device);
+        let mut model = MimicModel { encoder, proj };
+        let mut optim = GroupedOptimizer::new(&self.optimizer, &mut model, self.model.depth)?;
+
+        // 3. Schedule and the derived values, printed before training starts.
+        let n_train = train.images.len();
+        let steps_per_epoch = n_train.div_ceil(self.batch);
+        let total_steps = steps_per_epoch * self.epochs;
+        let schedule = CosineSchedule {
+            base_lr: self.lr,
+            min_lr: self.min_lr,
+            warmup_steps: (self.warmup_epochs * steps_per_epoch as f64).round() as usize,
+            total_steps,
+        };
+        let run_dir_path = self.out.clone();
+        let mut run = RunDir::create(&run_dir_path, &self)?;
+        println!(
+            "finetune {} on {backend}: {} ({:.2} M parameters), {} train images, batch {} x 2 views, \
+             {} steps/epoch, {} epochs, lr {:.2e} (warm-up {} steps), loss {:?}, mixing {}",
+            self.dataset,
+            self.model_preset,
+            burn::module::Module::num_params(&model) as f64 / 1e6,
+            n_train,
+            self.batch,
+            steps_per_epoch,
+            self.epochs,
+            self.lr,
+            schedule.warmup_steps,
+            self.loss.loss,
+            if self.mix.is_some() { "on" } else { "off" },
+        );
+        println!("run directory: {}", run.path.display());
+
+        let source = Arc::new(BatchSource {
+            images: Arc::new(train.images),
+            targets: Arc::new(train.split.samples.iter().map(|s| s.target.clone()).collect()),
+            augment: self.augment.clone(),
+            size: self.model.img_size,
+            views: 2,
+        });
+        let val_labels = val.labels();
+        let meta = |epoch: usize, acc: f64| CheckpointMeta {
+            model: self.model.clone(),
+            labels: labels.clone(),
+            extra: HashMap::from([
+                ("mimic.epoch".into(), epoch.to_string()),
+                ("mimic.val_accuracy".into(), format!("{acc:.6}")),
+            ]),
+        };
+
+        // 4. The epochs.
+        let limit = self.max_steps.unwrap_or(usize::MAX).min(total_steps);
+        let bar = ProgressBar::new(limit as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}")
+                .expect("valid progress template"),
+        );
+        let (mut step, mut best, mut best_epoch) = (0usize, -1.0f64, 0usize);
+        let train_start = Instant::now();
+        let mut images_seen = 0usize;
+        for epoch in 0..self.epochs {
+            if step >= limit {
+                break;
+            }
+            let mut order: Vec<usize> = (0..n_train).collect();
+            order.shuffle(&mut StdRng::seed_from_u64(self.seed ^ (epoch as u64 + 1) * 0x5851_F42D));
+            let batches: Vec<Vec<usize>> = order.chunks(self.batch).map(|c| c.to_vec()).collect();
+            let epoch_seed = self.seed.wrapping_add(1000 * epoch as u64 + 17);
+            let (mut sum_loss, mut n_loss) = (0.0, 0usize);
+            let mut window = (Instant::now(), 0usize);
+
+            for batch in EpochBatches::start(source.clone(), batches, epoch_seed, self.workers) {
+                if step >= limit {
+                    break; // a --max-steps run still validates and saves this epoch
+                }
+                let lr = schedule.lr(step);
+                let n = 2 * batch.n;
+                let s = self.model.img_size;
+                let images = Tensor::<B, 4>::from_data(TensorData::new(batch.pixels, [n, 3, s, s]), &device);
+                let mut rng = StdRng::seed_from_u64(self.seed ^ (step as u64).wrapping_mul(0x2545_F491));
+                let plan = self.mix.as_ref().map(|m| m.sample(&mut rng, s, s));
+
+                let losses = finetune_loss(&model, images, &batch.targets, plan.as_ref(), &self.loss);
+                let value: f32 = losses.total.clone().into_scalar().elem();
+                if !value.is_finite() {
+                    bar.abandon();
+                    bail!(
+                        "non-finite loss ({value}) at step {step} (epoch {epoch}); stopped. The last \
+                         good checkpoint is {}",
+                        run.path.join("last.safetensors").display()
+                    );
+                }
+                let grads = losses.total.backward();
+                model = optim.step(lr, model, grads);
+
+                step += 1;
+                images_seen += batch.n;
+                window.1 += batch.n;
+                sum_loss += value as f64;
+                n_loss += 1;
+                bar.inc(1);
+                if step % self.log_every == 0 || step == limit {
+                    let ips = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+                    let ce: f32 = losses.ce.into_scalar().elem();
+                    let con: Option<f32> = losses.contrastive.map(|c| c.into_scalar().elem());
+                    bar.set_message(format!("loss {value:.4}  lr {lr:.2e}  {ips:.1} img/s"));
+                    run.log(serde_json::json!({
+                        "step": step, "epoch": epoch, "loss": value, "ce": ce,
+                        "contrastive": con, "lr": lr, "images_per_s": ips,
+                    }))?;
+                    if !std::io::stderr().is_terminal() {
+                        println!(
+                            "epoch {epoch:>3} step {step:>6}/{limit}  loss {value:.4}  ce {ce:.4}  lr {lr:.3e}  {ips:7.1} img/s"
+                        );
+                    }
+                    window = (Instant::now(), 0);
+                }
+            }
+
+            // End of epoch: validate, checkpoint last and best.
+            let eval_model = model.encoder.valid();
+            let cm = evaluate(&eval_model, &val.images, &val_labels, 256, &device);
+            let acc = cm.accuracy();
+            run.save("last", &model, &meta(epoch, acc))?;
+            if acc > best {
+                best = acc;
+                best_epoch = epoch;
+                run.save("best", &model, &meta(epoch, acc))?;
+            }
+            let train_loss = sum_loss / n_loss.max(1) as f64;
+            run.log(serde_json::json!({
+                "epoch": epoch, "step": step, "train_loss": train_loss,
+                "val_accuracy": acc, "val_mean_class_accuracy": cm.mean_class_accuracy(),
+            }))?;
+            bar.println(format!(
+                "epoch {epoch:>3}  train loss {train_loss:.4}  {val_name} accuracy {:.2} % (best {:.2} %)",
+                100.0 * acc,
+                100.0 * best
+            ));
+        }
+        bar.finish_and_clear();
+        let train_secs = train_start.elapsed().as_secs_f64();
+
+        // 5. Final report on the best checkpoint.
+        let best_path = run.path.join("best.safetensors");
+        let classifier = crate::run::load_classifier::<B::InnerBackend>(&best_path, None, &device)?;
+        let val_cm = evaluate(&classifier.model, &val.images, &val_labels, 256, &device);
+        let test_json = test.as_ref().map(|t| {
+            let cm = evaluate(&classifier.model, &t.images, &t.labels(), 256, &device);
+            (cm.accuracy(), metrics_json(&cm, &labels))
+        });
+        let report = serde_json::json!({
+            "dataset": self.dataset,
+            "model": self.model_preset,
+            "backend": backend,
+            "train_images": n_train,
+            "steps": step,
+            "best_epoch": best_epoch,
+            "train_seconds": train_secs,
+            "total_seconds": started.elapsed().as_secs_f64(),
+            "images_per_s": images_seen as f64 / train_secs.max(1e-9),
+            "validation": metrics_json(&val_cm, &labels),
+            "test": test_json.as_ref().map(|t| t.1.clone()),
+            "best_checkpoint": best_path,
+        });
+        write_json(&run.path.join("report.json"), &report)?;
+
+        println!(
+            "done in {:.0} s ({:.1} images/s): best {val_name} accuracy {:.2} % at epoch {best_epoch}",
+            train_secs,
+            images_seen as f64 / train_secs.max(1e-9),
+            100.0 * val_cm.accuracy()
+        );
+        if let Some((acc, _)) = &test_json {
+            println!("held-out test accuracy {:.2} % ({} images)", 100.0 * acc, test.as_ref().map_or(0, |t| t.images.len()));
+        }
+        println!("run written to {}", run.path.display());
+        Ok(())
+    }
+}
