@@ -27,14 +27,21 @@ pub struct AugmentConfig {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        Self { scale_min: 0.6, scale_max: 1.0, ratio: (0.75, 4.0 / 3.0), hflip: true, jitter: 0.0 }
+        Self {
+            scale_min: 0.6,
+            scale_max: 1.0,
+            ratio: (0.75, 4.0 / 3.0),
+            hflip: true,
+            jitter: 0.0,
+        }
     }
 }
 
 impl AugmentConfig {
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
-        let ok_scale = 0.0 < self.scale_min && self.scale_min <= self.scale_max && self.scale_max <= 1.0;
+        let ok_scale =
+            0.0 < self.scale_min && self.scale_min <= self.scale_max && self.scale_max <= 1.0;
         let ok_ratio = 0.0 < self.ratio.0 && self.ratio.0 <= self.ratio.1;
         if !ok_scale || !ok_ratio || !(0.0..1.0).contains(&self.jitter) {
             return Err(Error::Config(format!(
@@ -65,7 +72,13 @@ pub struct Crop {
 impl Crop {
     /// The whole image, unflipped.
     pub fn full(height: usize, width: usize) -> Self {
-        Self { y: 0.0, x: 0.0, h: height as f64, w: width as f64, flip: false }
+        Self {
+            y: 0.0,
+            x: 0.0,
+            h: height as f64,
+            w: width as f64,
+            flip: false,
+        }
     }
 }
 
@@ -79,7 +92,11 @@ pub fn sample_crop(rng: &mut impl Rng, cfg: &AugmentConfig, height: usize, width
     let flip = cfg.hflip && rng.random::<bool>();
     for _ in 0..10 {
         let target = area * rng.random_range(cfg.scale_min..=cfg.scale_max);
-        let ratio = if lr1 > lr0 { rng.random_range(lr0..lr1).exp() } else { cfg.ratio.0 };
+        let ratio = if lr1 > lr0 {
+            rng.random_range(lr0..lr1).exp()
+        } else {
+            cfg.ratio.0
+        };
         let w = (target * ratio).sqrt().round();
         let h = (target / ratio).sqrt().round();
         if w >= 1.0 && h >= 1.0 && w <= wf && h <= hf {
@@ -96,7 +113,13 @@ pub fn sample_crop(rng: &mut impl Rng, cfg: &AugmentConfig, height: usize, width
     } else {
         (wf, hf)
     };
-    Crop { y: ((hf - h) / 2.0).floor(), x: ((wf - w) / 2.0).floor(), h, w, flip }
+    Crop {
+        y: ((hf - h) / 2.0).floor(),
+        x: ((wf - w) / 2.0).floor(),
+        h,
+        w,
+        flip,
+    }
 }
 
 /// Renders `crop` of `img` at `size` x `size` with bilinear sampling (half-pixel centres,
@@ -157,9 +180,11 @@ pub fn sample_jitter(rng: &mut impl Rng, strength: f32) -> Option<[f32; 3]> {
 
 fn apply_jitter(rgb: &mut [f32], n: usize, brightness: f32, contrast: f32, saturation: f32) {
     let grey = |rgb: &[f32], i: usize| 0.299 * rgb[i] + 0.587 * rgb[n + i] + 0.114 * rgb[2 * n + i];
-    rgb.iter_mut().for_each(|v| *v = (*v * brightness).clamp(0.0, 1.0));
+    rgb.iter_mut()
+        .for_each(|v| *v = (*v * brightness).clamp(0.0, 1.0));
     let mean = (0..n).map(|i| grey(rgb, i)).sum::<f32>() / n as f32;
-    rgb.iter_mut().for_each(|v| *v = ((*v - mean) * contrast + mean).clamp(0.0, 1.0));
+    rgb.iter_mut()
+        .for_each(|v| *v = ((*v - mean) * contrast + mean).clamp(0.0, 1.0));
     for i in 0..n {
         let g = grey(rgb, i);
         for c in 0..3 {
@@ -172,7 +197,9 @@ fn apply_jitter(rgb: &mut [f32], n: usize, brightness: f32, contrast: f32, satur
 /// The evaluation view: the whole image resized to `size` (no resize when it already has that
 /// size) and normalised, identical to `predict`'s preprocessing.
 pub fn eval_view(img: &DecodedImage, size: usize) -> Vec<f32> {
-    img.to_rgb_f32().resize_bilinear(size, size).to_normalized_chw()
+    img.to_rgb_f32()
+        .resize_bilinear(size, size)
+        .to_normalized_chw()
 }
 
 #[cfg(test)]
@@ -182,7 +209,12 @@ mod tests {
 
     fn ramp(h: usize, w: usize) -> DecodedImage {
         let pixels = (0..h * w).map(|i| (i * 7 % 256) as u8).collect();
-        DecodedImage { width: w, height: h, channels: 1, pixels }
+        DecodedImage {
+            width: w,
+            height: h,
+            channels: 1,
+            pixels,
+        }
     }
 
     #[test]
@@ -190,11 +222,19 @@ mod tests {
         let img = ramp(48, 48);
         let a = render(&img, &Crop::full(48, 48), 48, None);
         let b = eval_view(&img, 48);
-        let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let err = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
         assert!(err < 1e-5, "{err}");
         let a = render(&img, &Crop::full(48, 48), 32, None);
         let b = eval_view(&img, 32);
-        let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let err = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
         assert!(err < 1e-5, "resize path: {err}");
     }
 
@@ -218,7 +258,10 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         for _ in 0..500 {
             let c = sample_crop(&mut rng, &cfg, 48, 40);
-            assert!(c.y >= 0.0 && c.x >= 0.0 && c.y + c.h <= 48.0 && c.x + c.w <= 40.0, "{c:?}");
+            assert!(
+                c.y >= 0.0 && c.x >= 0.0 && c.y + c.h <= 48.0 && c.x + c.w <= 40.0,
+                "{c:?}"
+            );
             let share = c.h * c.w / (48.0 * 40.0);
             assert!(share > 0.5 && share <= 1.05, "{share}");
         }
@@ -226,7 +269,12 @@ mod tests {
 
     #[test]
     fn jitter_keeps_values_in_range() {
-        let img = DecodedImage { width: 4, height: 4, channels: 3, pixels: (0..48).map(|i| (i * 5) as u8).collect() };
+        let img = DecodedImage {
+            width: 4,
+            height: 4,
+            channels: 3,
+            pixels: (0..48).map(|i| (i * 5) as u8).collect(),
+        };
         let v = render(&img, &Crop::full(4, 4), 4, Some([1.4, 0.6, 1.3]));
         for c in 0..3 {
             for &x in &v[c * 16..(c + 1) * 16] {

@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// Fine-tune a ViT with MIMIC (CE + mix-supervised contrastive loss) on a FER data set.
     /// With no arguments: the CPU recipe on the FERPlus sample shipped in assets/.
-    Finetune(cmd::finetune::Args),
+    Finetune(Box<cmd::finetune::Args>),
     /// Evaluate a checkpoint on a split: accuracy, per-class accuracy, confusion matrix.
     Eval(cmd::eval::Args),
     /// Classify one image with a checkpoint and print the top classes.
@@ -46,7 +46,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Finetune(args) => cmd::finetune::run(args),
+        Command::Finetune(args) => cmd::finetune::run(*args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),

@@ -11,7 +11,9 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 use mimic_core::augment::{render, sample_crop, sample_jitter, AugmentConfig};
-use mimic_core::data::{decode_all, dedup_against, load_split, DatasetKind, DecodedImage, LoadOptions, Split};
+use mimic_core::data::{
+    decode_all, dedup_against, load_split, DatasetKind, DecodedImage, LoadOptions, Split,
+};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -38,8 +40,12 @@ pub fn load(
     options: &LoadOptions,
     threads: usize,
 ) -> Result<LoadedSplit> {
-    let split = load_split(kind, root, name, options)
-        .with_context(|| format!("cannot load the {name} split of {kind} from {}", root.display()))?;
+    let split = load_split(kind, root, name, options).with_context(|| {
+        format!(
+            "cannot load the {name} split of {kind} from {}",
+            root.display()
+        )
+    })?;
     let images = decode_all(&split.samples, threads)
         .with_context(|| format!("cannot decode the {name} split"))?;
     Ok(LoadedSplit { split, images })
@@ -90,7 +96,11 @@ impl BatchSource {
                 targets.push(self.targets[i].clone());
             }
         }
-        HostBatch { n: ids.len(), pixels, targets }
+        HostBatch {
+            n: ids.len(),
+            pixels,
+            targets,
+        }
     }
 }
 
@@ -105,7 +115,12 @@ pub struct EpochBatches {
 
 impl EpochBatches {
     /// Starts rendering `batches` (image indices per batch) with seeds derived from `seed`.
-    pub fn start(source: Arc<BatchSource>, batches: Vec<Vec<usize>>, seed: u64, workers: usize) -> Self {
+    pub fn start(
+        source: Arc<BatchSource>,
+        batches: Vec<Vec<usize>>,
+        seed: u64,
+        workers: usize,
+    ) -> Self {
         let total = batches.len();
         let batches = Arc::new(batches);
         let mut receivers = Vec::new();
@@ -124,7 +139,12 @@ impl EpochBatches {
             }));
             receivers.push(rx);
         }
-        Self { receivers, handles, next: 0, total }
+        Self {
+            receivers,
+            handles,
+            next: 0,
+            total,
+        }
     }
 }
 

@@ -88,7 +88,12 @@ pub fn text_width(text: &str, scale: u32) -> u32 {
 
 /// A confusion-matrix heat map: rows are true classes, columns predictions, cells shaded by the
 /// row-normalised share and labelled with counts; the title gives the accuracies.
-pub fn confusion_png(cm: &ConfusionMatrix, labels: &[String], title: &str, path: &Path) -> Result<()> {
+pub fn confusion_png(
+    cm: &ConfusionMatrix,
+    labels: &[String],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
     let n = labels.len() as u32;
     let cell = 44u32;
     let label_w = labels.iter().map(|l| text_width(l, 2)).max().unwrap_or(0) + 16;
@@ -103,7 +108,11 @@ pub fn confusion_png(cm: &ConfusionMatrix, labels: &[String], title: &str, path:
         let i = i as u32;
         // Row labels on the left, column labels written top-down above the matrix.
         draw_text(&mut img, label, 8, top + i * cell + cell / 2 - 7, 2, black);
-        for (k, c) in label.chars().take(((label_w - 16) / 16) as usize).enumerate() {
+        for (k, c) in label
+            .chars()
+            .take(((label_w - 16) / 16) as usize)
+            .enumerate()
+        {
             let x = left + i * cell + cell / 2 - 5;
             draw_text(&mut img, &c.to_string(), x, 40 + k as u32 * 16, 2, black);
         }
@@ -121,12 +130,17 @@ pub fn confusion_png(cm: &ConfusionMatrix, labels: &[String], title: &str, path:
                 }
             }
             let text = count.to_string();
-            let ink = if share > 0.5 { Rgb([255, 255, 255]) } else { black };
+            let ink = if share > 0.5 {
+                Rgb([255, 255, 255])
+            } else {
+                black
+            };
             let tx = x0 + (cell - text_width(&text, 1)) / 2;
             draw_text(&mut img, &text, tx, y0 + cell / 2 - 4, 1, ink);
         }
     }
-    img.save(path).with_context(|| format!("cannot write {}", path.display()))
+    img.save(path)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
@@ -146,7 +160,10 @@ mod tests {
         confusion_png(&cm, &labels, "acc 90.00 %", &path).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         let label_w = text_width("happy", 2) + 16;
-        assert_eq!(img.width(), (label_w + 2 * 44 + 20).max(text_width("acc 90.00 %", 2) + 16));
+        assert_eq!(
+            img.width(),
+            (label_w + 2 * 44 + 20).max(text_width("acc 90.00 %", 2) + 16)
+        );
         // The (happy, happy) cell is dark, the (happy, sad) cell white.
         let (top, left) = (40 + label_w, label_w);
         assert!(img.get_pixel(left + 2, top + 2)[0] < 100);

@@ -13,8 +13,8 @@ use mimic_core::data::DecodedImage;
 use mimic_core::model::{Vit, VitConfig};
 use mimic_core::train::{ConfusionMatrix, MimicModel};
 use mimic_core::weights::{
-    fit_head, labels_of, load_vit, save_safetensors, write_atomic, LoadPolicy, TensorMap, CONFIG_KEY,
-    LABELS_KEY,
+    fit_head, labels_of, load_vit, save_safetensors, write_atomic, LoadPolicy, TensorMap,
+    CONFIG_KEY, LABELS_KEY,
 };
 use serde::Serialize;
 
@@ -29,14 +29,21 @@ impl RunDir {
     /// Creates the directory (refusing one that already holds a run) and writes `config.json`.
     pub fn create(path: &Path, config: &impl Serialize) -> Result<Self> {
         if path.join("config.json").exists() {
-            bail!("{} already holds a run (config.json exists); choose another --out", path.display());
+            bail!(
+                "{} already holds a run (config.json exists); choose another --out",
+                path.display()
+            );
         }
-        std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
         write_json(&path.join("config.json"), config)?;
         let metrics_path = path.join("metrics.jsonl");
         let metrics = std::fs::File::create(&metrics_path)
             .with_context(|| format!("cannot create {}", metrics_path.display()))?;
-        Ok(Self { path: path.to_path_buf(), metrics })
+        Ok(Self {
+            path: path.to_path_buf(),
+            metrics,
+        })
     }
 
     /// Appends one JSON line to `metrics.jsonl`.
@@ -46,7 +53,12 @@ impl RunDir {
     }
 
     /// Saves a checkpoint atomically as `<name>.safetensors`.
-    pub fn save<B: Backend>(&self, name: &str, model: &MimicModel<B>, meta: &CheckpointMeta) -> Result<PathBuf> {
+    pub fn save<B: Backend>(
+        &self,
+        name: &str,
+        model: &MimicModel<B>,
+        meta: &CheckpointMeta,
+    ) -> Result<PathBuf> {
         let path = self.path.join(format!("{name}.safetensors"));
         save_safetensors(model, &meta.to_map(), &path)
             .with_context(|| format!("cannot save checkpoint {}", path.display()))?;
@@ -73,8 +85,14 @@ pub struct CheckpointMeta {
 impl CheckpointMeta {
     fn to_map(&self) -> HashMap<String, String> {
         let mut m = self.extra.clone();
-        m.insert(CONFIG_KEY.into(), serde_json::to_string(&self.model).expect("config serialises"));
-        m.insert(LABELS_KEY.into(), serde_json::to_string(&self.labels).expect("labels serialise"));
+        m.insert(
+            CONFIG_KEY.into(),
+            serde_json::to_string(&self.model).expect("config serialises"),
+        );
+        m.insert(
+            LABELS_KEY.into(),
+            serde_json::to_string(&self.labels).expect("labels serialise"),
+        );
         m
     }
 }
@@ -89,8 +107,13 @@ pub struct Classifier<B: Backend> {
 
 /// Loads a classifier from our checkpoint (architecture from its metadata) or from a timm file
 /// with `--model`. The projection head of our checkpoints is not needed and is ignored.
-pub fn load_classifier<B: Backend>(weights: &Path, preset: Option<&str>, device: &B::Device) -> Result<Classifier<B>> {
-    let map = TensorMap::read(weights).with_context(|| format!("cannot read weights {}", weights.display()))?;
+pub fn load_classifier<B: Backend>(
+    weights: &Path,
+    preset: Option<&str>,
+    device: &B::Device,
+) -> Result<Classifier<B>> {
+    let map = TensorMap::read(weights)
+        .with_context(|| format!("cannot read weights {}", weights.display()))?;
     let config = match (preset, map.metadata.get(CONFIG_KEY)) {
         (Some(p), _) => fit_head(VitConfig::preset(p)?, &map),
         (None, Some(json)) => serde_json::from_str::<VitConfig>(json)
@@ -101,10 +124,16 @@ pub fn load_classifier<B: Backend>(weights: &Path, preset: Option<&str>, device:
         ),
     };
     if config.n_classes == 0 {
-        bail!("{}: the checkpoint has no classification head (head.weight)", weights.display());
+        bail!(
+            "{}: the checkpoint has no classification head (head.weight)",
+            weights.display()
+        );
     }
     let labels = labels_of(&map, config.n_classes);
-    let policy = LoadPolicy { allow_unused: vec!["proj_head.*".into()], ..LoadPolicy::strict() };
+    let policy = LoadPolicy {
+        allow_unused: vec!["proj_head.*".into()],
+        ..LoadPolicy::strict()
+    };
     let (model, _) = load_vit::<B>(&config, map, &policy, device)
         .with_context(|| format!("cannot load {}", weights.display()))?;
     Ok(Classifier { model, labels })
@@ -124,7 +153,10 @@ pub fn evaluate<B: Backend>(
     let mut cm = ConfusionMatrix::new(n_classes);
     for (chunk, truth) in images.chunks(batch.max(1)).zip(labels.chunks(batch.max(1))) {
         let pixels: Vec<f32> = chunk.iter().flat_map(|img| eval_view(img, size)).collect();
-        let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [chunk.len(), 3, size, size]), device);
+        let x = Tensor::<B, 4>::from_data(
+            TensorData::new(pixels, [chunk.len(), 3, size, size]),
+            device,
+        );
         let pred = model.forward(x).argmax(1).into_data();
         let pred: Vec<i64> = pred.convert::<i64>().to_vec().expect("integer predictions");
         for (&t, &p) in truth.iter().zip(&pred) {

@@ -202,11 +202,46 @@ impl FinetuneFlags {
             ($($f:ident),*) => { FinetuneFlags { $($f: over.$f.or(self.$f)),* } };
         }
         pick!(
-            config, preset, model, dataset, data, init, out, epochs, max_steps, batch, lr,
-            min_lr, warmup_epochs, optimizer, weight_decay, layer_decay, eps, clip_grad, loss,
-            proj, proj_dim, pool, lambda_c, tau, threshold, metric, smoothing, mix, mix_alpha,
-            mix_beta, cutmix_prob, crop_scale, jitter, drop_path, ferplus_mode, dedup, exclude,
-            seed, workers, log_every
+            config,
+            preset,
+            model,
+            dataset,
+            data,
+            init,
+            out,
+            epochs,
+            max_steps,
+            batch,
+            lr,
+            min_lr,
+            warmup_epochs,
+            optimizer,
+            weight_decay,
+            layer_decay,
+            eps,
+            clip_grad,
+            loss,
+            proj,
+            proj_dim,
+            pool,
+            lambda_c,
+            tau,
+            threshold,
+            metric,
+            smoothing,
+            mix,
+            mix_alpha,
+            mix_beta,
+            cutmix_prob,
+            crop_scale,
+            jitter,
+            drop_path,
+            ferplus_mode,
+            dedup,
+            exclude,
+            seed,
+            workers,
+            log_every
         )
     }
 
@@ -296,7 +331,8 @@ impl FinetuneFlags {
             cutmix_prob: f.cutmix_prob.unwrap_or(md.cutmix_prob),
         });
         if let Some(m) = &mix {
-            m.validate().context("--mix-alpha / --mix-beta / --cutmix-prob")?;
+            m.validate()
+                .context("--mix-alpha / --mix-beta / --cutmix-prob")?;
         }
 
         let od = OptimizerConfig::default();
@@ -334,7 +370,10 @@ impl FinetuneFlags {
             dataset,
             data: f.data.clone().unwrap_or_else(|| default_data.to_path_buf()),
             init: f.init.clone(),
-            out: f.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/finetune-{now}"))),
+            out: f
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("runs/finetune-{now}"))),
             epochs: f.epochs.expect("every recipe sets epochs"),
             max_steps: f.max_steps,
             batch: f.batch.expect("every recipe sets batch"),
@@ -365,10 +404,17 @@ impl FinetuneConfig {
             bail!("--epochs, --batch, --workers and --log-every must be at least 1");
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) || self.min_lr < 0.0 || self.min_lr > self.lr {
-            bail!("--lr must be positive and --min-lr in [0, lr] (got {} and {})", self.lr, self.min_lr);
+            bail!(
+                "--lr must be positive and --min-lr in [0, lr] (got {} and {})",
+                self.lr,
+                self.min_lr
+            );
         }
         if self.warmup_epochs < 0.0 || self.warmup_epochs > self.epochs as f64 {
-            bail!("--warmup-epochs {} must be in [0, epochs]", self.warmup_epochs);
+            bail!(
+                "--warmup-epochs {} must be in [0, epochs]",
+                self.warmup_epochs
+            );
         }
         if self.proj_dim == 0 {
             bail!("--proj-dim must be at least 1");

@@ -28,11 +28,7 @@ pub struct Attention<B: Backend> {
 }
 
 /// A linear layer with MAE's init: Xavier-uniform weights, zero biases.
-pub fn xavier_linear<B: Backend>(
-    d_in: usize,
-    d_out: usize,
-    device: &B::Device,
-) -> Linear<B> {
+pub fn xavier_linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
     LinearConfig::new(d_in, d_out)
         .with_initializer(Initializer::XavierUniform { gain: 1.0 })
         .init(device)

@@ -203,7 +203,9 @@ impl VitConfig {
     /// weights, zero biases, sin-cos position table).
     pub fn init<B: Backend>(&self, device: &B::Device) -> crate::Result<Vit<B>> {
         self.validate()?;
-        Ok(Vit::new(self, device))
+        let model = Vit::new(self, device);
+        super::materialize(&model);
+        Ok(model)
     }
 }
 

@@ -21,3 +21,21 @@ pub use vit::Vit;
 
 /// LayerNorm epsilon of timm and MAE ViTs (burn's default is 1e-5).
 pub const LN_EPS: f64 = 1e-6;
+
+/// Forces burn's lazily initialised parameters to take their values now.
+///
+/// burn creates parameters lazily; a clone of a module taken before first use initialises
+/// its own copy with different random values. Models built here are materialised at once,
+/// so exports, clones and `valid()` copies of a fresh model all hold the same weights.
+pub fn materialize<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(module: &M) {
+    struct Touch;
+    impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+        ) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}

@@ -29,7 +29,9 @@ impl ProjKind {
             "none" => Ok(Self::None),
             "linear" => Ok(Self::Linear),
             "dense" => Ok(Self::Dense),
-            o => Err(Error::Config(format!("unknown projection head '{o}' (none, linear, dense)"))),
+            o => Err(Error::Config(format!(
+                "unknown projection head '{o}' (none, linear, dense)"
+            ))),
         }
     }
 }
@@ -47,11 +49,22 @@ impl<B: Backend> ProjectionHead<B> {
     /// Builds a head of `kind` on `d_model`-wide features.
     pub fn new(kind: ProjKind, d_model: usize, proj_dim: usize, device: &B::Device) -> Self {
         let lin = |i, o| crate::model::xavier_linear(i, o, device);
-        match kind {
-            ProjKind::None => Self { fc1: None, fc2: None },
-            ProjKind::Linear => Self { fc1: Some(lin(d_model, proj_dim)), fc2: None },
-            ProjKind::Dense => Self { fc1: Some(lin(d_model, d_model)), fc2: Some(lin(d_model, proj_dim)) },
-        }
+        let head = match kind {
+            ProjKind::None => Self {
+                fc1: None,
+                fc2: None,
+            },
+            ProjKind::Linear => Self {
+                fc1: Some(lin(d_model, proj_dim)),
+                fc2: None,
+            },
+            ProjKind::Dense => Self {
+                fc1: Some(lin(d_model, d_model)),
+                fc2: Some(lin(d_model, proj_dim)),
+            },
+        };
+        crate::model::materialize(&head);
+        head
     }
 
     /// L2-normalised embeddings `z`.
@@ -95,8 +108,10 @@ impl<B: Backend> MimicModel<B> {
 
 impl<B: Backend> VisitParams<B> for ProjectionHead<B> {
     fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, v: &mut V) {
-        self.fc1.visit_params(&crate::weights::join(prefix, "fc1"), v);
-        self.fc2.visit_params(&crate::weights::join(prefix, "fc2"), v);
+        self.fc1
+            .visit_params(&crate::weights::join(prefix, "fc1"), v);
+        self.fc2
+            .visit_params(&crate::weights::join(prefix, "fc2"), v);
     }
 }
 
@@ -104,7 +119,8 @@ impl<B: Backend> VisitParams<B> for MimicModel<B> {
     /// The encoder keeps its timm names; the projection head lives under `proj_head.`.
     fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, v: &mut V) {
         self.encoder.visit_params(prefix, v);
-        self.proj.visit_params(&crate::weights::join(prefix, "proj_head"), v);
+        self.proj
+            .visit_params(&crate::weights::join(prefix, "proj_head"), v);
     }
 }
 
@@ -166,7 +182,10 @@ impl MimicLossConfig {
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
         if self.tau <= 0.0 || !self.tau.is_finite() {
-            return Err(Error::Config(format!("temperature {} must be positive", self.tau)));
+            return Err(Error::Config(format!(
+                "temperature {} must be positive",
+                self.tau
+            )));
         }
         if self.lambda_c < 0.0 || !(0.0..1.0).contains(&self.smoothing) || self.threshold < 0.0 {
             return Err(Error::Config(
@@ -214,7 +233,10 @@ pub fn finetune_loss<B: Backend>(
     // 1. Mixing of images and labels.
     let (images, mixed, ce_targets) = match plan {
         Some(plan) => {
-            let smoothed: Vec<Vec<f32>> = targets.iter().map(|t| smooth(t, config.smoothing)).collect();
+            let smoothed: Vec<Vec<f32>> = targets
+                .iter()
+                .map(|t| smooth(t, config.smoothing))
+                .collect();
             (
                 mix_images(images, plan, 2),
                 mix_targets(targets, plan.lambda, 2),
@@ -222,7 +244,10 @@ pub fn finetune_loss<B: Backend>(
             )
         }
         None => {
-            let smoothed = targets.iter().map(|t| smooth(t, config.smoothing)).collect();
+            let smoothed = targets
+                .iter()
+                .map(|t| smooth(t, config.smoothing))
+                .collect();
             (images, targets.to_vec(), smoothed)
         }
     };
@@ -239,10 +264,19 @@ pub fn finetune_loss<B: Backend>(
     let contrastive = match config.loss {
         LossKind::Ce => None,
         LossKind::Scl => {
-            let hard: Vec<Vec<f32>> = targets.iter().map(|t| one_hot(argmax(t), n_classes)).collect();
+            let hard: Vec<Vec<f32>> = targets
+                .iter()
+                .map(|t| one_hot(argmax(t), n_classes))
+                .collect();
             Some(mscl_loss(z, &hard, config.tau, 0.0, LabelMetric::Linf))
         }
-        LossKind::Mscl => Some(mscl_loss(z, &mixed, config.tau, config.threshold, config.metric)),
+        LossKind::Mscl => Some(mscl_loss(
+            z,
+            &mixed,
+            config.tau,
+            config.threshold,
+            config.metric,
+        )),
     };
 
     // 5. Total.
@@ -250,11 +284,18 @@ pub fn finetune_loss<B: Backend>(
         Some(c) => ce.clone() + c.clone().mul_scalar(config.lambda_c),
         None => ce.clone(),
     };
-    StepLosses { total, ce, contrastive, logits }
+    StepLosses {
+        total,
+        ce,
+        contrastive,
+        logits,
+    }
 }
 
 fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
+    v.iter()
+        .enumerate()
+        .fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
 }
 
 fn one_hot(c: usize, n: usize) -> Vec<f32> {

@@ -8,7 +8,9 @@ pub struct ConfusionMatrix {
 impl ConfusionMatrix {
     /// An empty matrix for `n` classes.
     pub fn new(n: usize) -> Self {
-        Self { counts: vec![vec![0; n]; n] }
+        Self {
+            counts: vec![vec![0; n]; n],
+        }
     }
 
     /// Records one prediction.
@@ -58,7 +60,10 @@ mod tests {
         }
         assert_eq!(m.total(), 5);
         assert!((m.accuracy() - 0.6).abs() < 1e-12);
-        assert_eq!(m.per_class_accuracy(), vec![Some(2.0 / 3.0), Some(1.0), Some(0.0)]);
+        assert_eq!(
+            m.per_class_accuracy(),
+            vec![Some(2.0 / 3.0), Some(1.0), Some(0.0)]
+        );
         assert!((m.mean_class_accuracy() - (2.0 / 3.0 + 1.0) / 3.0).abs() < 1e-12);
     }
 }

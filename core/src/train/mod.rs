@@ -7,7 +7,11 @@ mod metrics;
 mod optim;
 mod schedule;
 
-pub use finetune::{finetune_loss, LossKind, MimicLossConfig, MimicModel, ProjKind, ProjectionHead, StepLosses};
+pub use finetune::{
+    finetune_loss, LossKind, MimicLossConfig, MimicModel, ProjKind, ProjectionHead, StepLosses,
+};
 pub use metrics::ConfusionMatrix;
-pub use optim::{layer_decay_groups, layer_id, GroupedOptimizer, OptimKind, OptimizerConfig, ParamGroup};
+pub use optim::{
+    layer_decay_groups, layer_id, GroupedOptimizer, OptimKind, OptimizerConfig, ParamGroup,
+};
 pub use schedule::CosineSchedule;

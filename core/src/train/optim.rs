@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{AutodiffModule, Param, ParamId};
-use burn::optim::decay::WeightDecayConfig;
 use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
@@ -67,7 +67,10 @@ impl OptimizerConfig {
             return bad(format!("weight decay {} must be >= 0", self.weight_decay));
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
-            return bad(format!("betas ({}, {}) must be in [0, 1)", self.beta1, self.beta2));
+            return bad(format!(
+                "betas ({}, {}) must be in [0, 1)",
+                self.beta1, self.beta2
+            ));
         }
         if self.eps <= 0.0 || self.clip_grad.is_some_and(|c| c <= 0.0) {
             return bad("eps and clip-grad must be positive".into());
@@ -212,7 +215,11 @@ impl<M: AutodiffModule<B> + VisitParams<B>, B: AutodiffBackend> GroupedOptimizer
             if g.is_empty() {
                 continue;
             }
-            let inner = if group.weight_decay { &mut self.decayed } else { &mut self.plain };
+            let inner = if group.weight_decay {
+                &mut self.decayed
+            } else {
+                &mut self.plain
+            };
             module = inner.step(lr * group.lr_scale, module, g);
         }
         module

@@ -30,7 +30,12 @@ mod tests {
 
     #[test]
     fn warms_up_linearly_then_decays_to_min() {
-        let s = CosineSchedule { base_lr: 1e-3, min_lr: 1e-5, warmup_steps: 10, total_steps: 110 };
+        let s = CosineSchedule {
+            base_lr: 1e-3,
+            min_lr: 1e-5,
+            warmup_steps: 10,
+            total_steps: 110,
+        };
         assert_eq!(s.lr(0), 0.0);
         assert!((s.lr(5) - 5e-4).abs() < 1e-12);
         assert!((s.lr(10) - 1e-3).abs() < 1e-12);

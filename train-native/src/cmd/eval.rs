@@ -64,8 +64,12 @@ impl Job for Args {
 
     fn run<B: AutodiffBackend>(self, device: B::Device, _backend: &str) -> Result<()> {
         let kind = DatasetKind::parse(&self.dataset)?;
-        let clf = load_classifier::<B::InnerBackend>(&self.weights, self.model.as_deref(), &device)?;
-        let options = LoadOptions { ferplus_mode: FerPlusMode::Majority, exclude: self.exclude.clone() };
+        let clf =
+            load_classifier::<B::InnerBackend>(&self.weights, self.model.as_deref(), &device)?;
+        let options = LoadOptions {
+            ferplus_mode: FerPlusMode::Majority,
+            exclude: self.exclude.clone(),
+        };
         let mut split = pipeline::load(kind, &self.data, &self.split, &options, self.workers)?;
         if self.dedup {
             let train = pipeline::load(kind, &self.data, "train", &options, self.workers)
@@ -85,13 +89,20 @@ impl Job for Args {
             println!("{}", split.split.report());
         }
 
-        let cm = evaluate(&clf.model, &split.images, &split.labels(), self.batch, &device);
+        let cm = evaluate(
+            &clf.model,
+            &split.images,
+            &split.labels(),
+            self.batch,
+            &device,
+        );
         let metrics = metrics_json(&cm, &clf.labels);
         let out = self.out.clone().unwrap_or_else(|| {
             let dir = self.weights.parent().map(PathBuf::from).unwrap_or_default();
             dir.join(format!("eval-{}-{}", kind.name(), self.split))
         });
-        std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
         write_json(&out.join("metrics.json"), &metrics)?;
         let title = format!(
             "{} {}: acc {:.2} %  mean class {:.2} %",
@@ -113,7 +124,10 @@ impl Job for Args {
                 None => println!("  {label:<12}      - (no images)"),
             }
         }
-        println!("confusion matrix written to {}", out.join("confusion.png").display());
+        println!(
+            "confusion matrix written to {}",
+            out.join("confusion.png").display()
+        );
         Ok(())
     }
 }

@@ -6,15 +6,17 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use std::io::IsTerminal;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use mimic_core::data::{DatasetKind, LoadOptions};
-use mimic_core::train::{finetune_loss, CosineSchedule, GroupedOptimizer, MimicModel, ProjectionHead};
+use mimic_core::train::{
+    finetune_loss, CosineSchedule, GroupedOptimizer, MimicModel, ProjectionHead,
+};
 use mimic_core::weights::{load_vit, LoadPolicy, TensorMap};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use std::io::IsTerminal;
 
 use crate::backend::{dispatch, DeviceKind, Job};
 use crate::pipeline::{self, BatchSource, EpochBatches};
@@ -36,7 +38,9 @@ pub struct Args {
 
 /// Resolves the settings, then trains on the chosen backend.
 pub fn run(args: Args) -> Result<()> {
-    let config = args.flags.resolve(&PathBuf::from(SAMPLE_DATA), &utc_stamp())?;
+    let config = args
+        .flags
+        .resolve(&PathBuf::from(SAMPLE_DATA), &utc_stamp())?;
     dispatch(args.device, config)
 }
 
@@ -56,7 +60,12 @@ pub fn utc_stamp() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 impl Job for FinetuneConfig {
@@ -66,15 +75,25 @@ impl Job for FinetuneConfig {
         let started = Instant::now();
         let kind = DatasetKind::parse(&self.dataset)?;
         if self.data.as_os_str() == SAMPLE_DATA && !self.data.exists() {
-            bail!("the embedded sample {} is missing; pass --data <dir>", self.data.display());
+            bail!(
+                "the embedded sample {} is missing; pass --data <dir>",
+                self.data.display()
+            );
         }
 
         // 1. Data: train, a validation split for model selection, and the test split.
-        let options = LoadOptions { ferplus_mode: self.ferplus_mode(), exclude: self.exclude.clone() };
+        let options = LoadOptions {
+            ferplus_mode: self.ferplus_mode(),
+            exclude: self.exclude.clone(),
+        };
         let splits = kind.splits();
         let load = |name: &str| pipeline::load(kind, &self.data, name, &options, self.workers);
         let train = load("train")?;
-        let val_name = if splits.contains(&"valid") { "valid" } else { "test" };
+        let val_name = if splits.contains(&"valid") {
+            "valid"
+        } else {
+            "test"
+        };
         if val_name == "test" {
             eprintln!("warning: {kind} has no validation split; selecting the best epoch on test");
         }
@@ -102,9 +121,11 @@ impl Job for FinetuneConfig {
         let encoder = match &self.init {
             None => self.model.init::<B>(&device)?,
             Some(path) => {
-                let map = TensorMap::read(path).with_context(|| format!("--init {}", path.display()))?;
-                let (model, report) = load_vit::<B>(&self.model, map, &LoadPolicy::finetune_init(), &device)
-                    .with_context(|| format!("--init {}", path.display()))?;
+                let map =
+                    TensorMap::read(path).with_context(|| format!("--init {}", path.display()))?;
+                let (model, report) =
+                    load_vit::<B>(&self.model, map, &LoadPolicy::finetune_init(), &device)
+                        .with_context(|| format!("--init {}", path.display()))?;
                 println!("init {}: {report}", path.display());
                 model
             }
@@ -145,7 +166,14 @@ impl Job for FinetuneConfig {
 
         let source = Arc::new(BatchSource {
             images: Arc::new(train.images),
-            targets: Arc::new(train.split.samples.iter().map(|s| s.target.clone()).collect()),
+            targets: Arc::new(
+                train
+                    .split
+                    .samples
+                    .iter()
+                    .map(|s| s.target.clone())
+                    .collect(),
+            ),
             augment: self.augment.clone(),
             size: self.model.img_size,
             views: 2,
@@ -175,7 +203,9 @@ impl Job for FinetuneConfig {
                 break;
             }
             let mut order: Vec<usize> = (0..n_train).collect();
-            order.shuffle(&mut StdRng::seed_from_u64(self.seed ^ (epoch as u64 + 1) * 0x5851_F42D));
+            order.shuffle(&mut StdRng::seed_from_u64(
+                self.seed ^ ((epoch as u64 + 1) * 0x5851_F42D),
+            ));
             let batches: Vec<Vec<usize>> = order.chunks(self.batch).map(|c| c.to_vec()).collect();
             let epoch_seed = self.seed.wrapping_add(1000 * epoch as u64 + 17);
             let (mut sum_loss, mut n_loss) = (0.0, 0usize);
@@ -188,11 +218,14 @@ impl Job for FinetuneConfig {
                 let lr = schedule.lr(step);
                 let n = 2 * batch.n;
                 let s = self.model.img_size;
-                let images = Tensor::<B, 4>::from_data(TensorData::new(batch.pixels, [n, 3, s, s]), &device);
-                let mut rng = StdRng::seed_from_u64(self.seed ^ (step as u64).wrapping_mul(0x2545_F491));
+                let images =
+                    Tensor::<B, 4>::from_data(TensorData::new(batch.pixels, [n, 3, s, s]), &device);
+                let mut rng =
+                    StdRng::seed_from_u64(self.seed ^ (step as u64).wrapping_mul(0x2545_F491));
                 let plan = self.mix.as_ref().map(|m| m.sample(&mut rng, s, s));
 
-                let losses = finetune_loss(&model, images, &batch.targets, plan.as_ref(), &self.loss);
+                let losses =
+                    finetune_loss(&model, images, &batch.targets, plan.as_ref(), &self.loss);
                 let value: f32 = losses.total.clone().into_scalar().elem();
                 if !value.is_finite() {
                     bar.abandon();
@@ -284,7 +317,11 @@ impl Job for FinetuneConfig {
             100.0 * val_cm.accuracy()
         );
         if let Some((acc, _)) = &test_json {
-            println!("held-out test accuracy {:.2} % ({} images)", 100.0 * acc, test.as_ref().map_or(0, |t| t.images.len()));
+            println!(
+                "held-out test accuracy {:.2} % ({} images)",
+                100.0 * acc,
+                test.as_ref().map_or(0, |t| t.images.len())
+            );
         }
         println!("run written to {}", run.path.display());
         Ok(())
