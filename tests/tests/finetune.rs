@@ -337,3 +337,30 @@ fn bad_settings_name_the_flag_or_key() {
     assert!(!ok && stderr.contains("/nonexistent/ferplus"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn ablate_runs_every_configuration_and_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = dir.path().join("grid.toml");
+    std::fs::write(
+        &grid,
+        "seeds = [0, 1]\n[base]\nmax-steps = 1\nbatch = 4\nepochs = 1\n\
+         [[run]]\nname = \"CE\"\nloss = \"ce\"\n[[run]]\nname = \"MSCL\"\nloss = \"mscl\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("ablation");
+    let (ok, stdout, stderr) = run(&[
+        "ablate", "--grid", grid.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu",
+    ]);
+    assert!(ok, "{stderr}\n{stdout}");
+    let table = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(table.contains("| CE | loss=\"ce\" | 2 |") && table.contains("| MSCL |"), "{table}");
+    for run in ["ce-seed0", "ce-seed1", "mscl-seed0", "mscl-seed1"] {
+        assert!(out.join(run).join("report.json").exists(), "{run}");
+    }
+
+    std::fs::write(&grid, "[[run]]\nname = \"x\"\nlos = \"ce\"\n").unwrap();
+    let (ok, _, stderr) = run(&["ablate", "--grid", grid.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("grid.toml") && stderr.contains("los"), "{stderr}");
+}

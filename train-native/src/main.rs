@@ -31,6 +31,8 @@ enum Command {
     /// Fine-tune a ViT with MIMIC (CE + mix-supervised contrastive loss) on a FER data set.
     /// With no arguments: the CPU recipe on the FERPlus sample shipped in assets/.
     Finetune(Box<cmd::finetune::Args>),
+    /// Run a grid of fine-tuning configurations over several seeds; writes a markdown table.
+    Ablate(cmd::ablate::Args),
     /// Evaluate a checkpoint on a split: accuracy, per-class accuracy, confusion matrix.
     Eval(cmd::eval::Args),
     /// Classify one image with a checkpoint and print the top classes.
@@ -47,6 +49,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Finetune(args) => cmd::finetune::run(*args),
+        Command::Ablate(args) => cmd::ablate::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),

@@ -197,7 +197,7 @@ pub struct FinetuneConfig {
 
 impl FinetuneFlags {
     /// `self` with every value that `over` sets replaced.
-    fn overridden_by(self, over: FinetuneFlags) -> FinetuneFlags {
+    pub fn overridden_by(self, over: FinetuneFlags) -> FinetuneFlags {
         macro_rules! pick {
             ($($f:ident),*) => { FinetuneFlags { $($f: over.$f.or(self.$f)),* } };
         }
@@ -298,7 +298,12 @@ impl FinetuneFlags {
         };
         let chosen = file.clone().overridden_by(self.clone());
         let preset_name = chosen.preset.clone().unwrap_or_else(|| "cpu".into());
-        let f = FinetuneFlags::preset(&preset_name)?.overridden_by(chosen);
+        let user_warmup = chosen.warmup_epochs.is_some();
+        let mut f = FinetuneFlags::preset(&preset_name)?.overridden_by(chosen);
+        if !user_warmup {
+            // The recipe's warm-up is a default: shorten it for runs of fewer epochs.
+            f.warmup_epochs = f.warmup_epochs.map(|w| w.min(f.epochs.unwrap_or(1) as f64 / 4.0));
+        }
 
         let dataset = f.dataset.clone().unwrap_or_else(|| "ferplus".into());
         let kind = DatasetKind::parse(&dataset)?;

@@ -41,7 +41,7 @@ pub fn run(args: Args) -> Result<()> {
     let config = args
         .flags
         .resolve(&PathBuf::from(SAMPLE_DATA), &utc_stamp())?;
-    dispatch(args.device, config)
+    dispatch(args.device, config).map(|_| ())
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC, for default run names.
@@ -68,10 +68,21 @@ pub fn utc_stamp() -> String {
     )
 }
 
-impl Job for FinetuneConfig {
-    type Output = ();
+/// The headline figures of a finished run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSummary {
+    /// Validation accuracy of the best checkpoint.
+    pub val_accuracy: f64,
+    /// Test accuracy of the best checkpoint, when the data set has a separate test split.
+    pub test_accuracy: Option<f64>,
+    /// Training time in seconds.
+    pub train_seconds: f64,
+}
 
-    fn run<B: AutodiffBackend>(mut self, device: B::Device, backend: &str) -> Result<()> {
+impl Job for FinetuneConfig {
+    type Output = RunSummary;
+
+    fn run<B: AutodiffBackend>(mut self, device: B::Device, backend: &str) -> Result<RunSummary> {
         let started = Instant::now();
         let kind = DatasetKind::parse(&self.dataset)?;
         if self.data.as_os_str() == SAMPLE_DATA && !self.data.exists() {
@@ -324,6 +335,10 @@ impl Job for FinetuneConfig {
             );
         }
         println!("run written to {}", run.path.display());
-        Ok(())
+        Ok(RunSummary {
+            val_accuracy: val_cm.accuracy(),
+            test_accuracy: test_json.map(|t| t.0),
+            train_seconds: train_secs,
+        })
     }
 }
