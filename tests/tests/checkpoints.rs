@@ -186,3 +186,23 @@ fn rewritten_file_with_bad_shape_fails_from_disk_too() {
         "{err}"
     );
 }
+
+#[test]
+fn pickle_that_calls_code_is_refused_not_run() {
+    // hostile.pth unpickled by Python would run `touch /tmp/mimic-pickle-ran`.
+    let marker = std::path::Path::new("/tmp/mimic-pickle-ran");
+    let _ = std::fs::remove_file(marker);
+    let err = TensorMap::read(&fixture("hostile.pth"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hostile.pth") && err.contains("refused"),
+        "{err}"
+    );
+    assert!(
+        err.contains("system"),
+        "the offending global is named: {err}"
+    );
+    assert!(!marker.exists(), "nothing in the file may run");
+}

@@ -350,17 +350,29 @@ fn ablate_runs_every_configuration_and_seed() {
     .unwrap();
     let out = dir.path().join("ablation");
     let (ok, stdout, stderr) = run(&[
-        "ablate", "--grid", grid.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu",
+        "ablate",
+        "--grid",
+        grid.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
     ]);
     assert!(ok, "{stderr}\n{stdout}");
     let table = std::fs::read_to_string(out.join("ablation.md")).unwrap();
     assert_eq!(table.lines().count(), 4, "{table}");
-    assert!(table.contains("| CE | loss=\"ce\" | 2 |") && table.contains("| MSCL |"), "{table}");
+    assert!(
+        table.contains("| CE | loss=\"ce\" | 2 |") && table.contains("| MSCL |"),
+        "{table}"
+    );
     for run in ["ce-seed0", "ce-seed1", "mscl-seed0", "mscl-seed1"] {
         assert!(out.join(run).join("report.json").exists(), "{run}");
     }
 
     std::fs::write(&grid, "[[run]]\nname = \"x\"\nlos = \"ce\"\n").unwrap();
     let (ok, _, stderr) = run(&["ablate", "--grid", grid.to_str().unwrap()]);
-    assert!(!ok && stderr.contains("grid.toml") && stderr.contains("los"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("grid.toml") && stderr.contains("los"),
+        "{stderr}"
+    );
 }

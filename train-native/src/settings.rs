@@ -302,7 +302,9 @@ impl FinetuneFlags {
         let mut f = FinetuneFlags::preset(&preset_name)?.overridden_by(chosen);
         if !user_warmup {
             // The recipe's warm-up is a default: shorten it for runs of fewer epochs.
-            f.warmup_epochs = f.warmup_epochs.map(|w| w.min(f.epochs.unwrap_or(1) as f64 / 4.0));
+            f.warmup_epochs = f
+                .warmup_epochs
+                .map(|w| w.min(f.epochs.unwrap_or(1) as f64 / 4.0));
         }
 
         let dataset = f.dataset.clone().unwrap_or_else(|| "ferplus".into());

@@ -1,9 +1,9 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::module::linear;
 use burn::tensor::Tensor;
 
 /// Configuration of [`Attention`].
@@ -70,19 +70,50 @@ impl<B: Backend> Attention<B> {
     /// - output: `[batch, n_tokens, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, n_tokens, d_model] = x.dims();
+        let rows = x.reshape([batch * n_tokens, d_model]);
+        self.forward_rows(rows, batch)
+            .reshape([batch, n_tokens, d_model])
+    }
+
+    /// [`Self::forward`] on tokens flattened to rows, as [`super::Block`] keeps them.
+    ///
+    /// # Shapes
+    /// - rows: `[batch * n_tokens, d_model]`, the tokens of each image contiguous
+    /// - output: `[batch * n_tokens, d_model]`
+    pub(crate) fn forward_rows(&self, rows: Tensor<B, 2>, batch: usize) -> Tensor<B, 2> {
+        let [n_rows, d_model] = rows.dims();
+        let n_tokens = n_rows / batch;
         let d_head = d_model / self.n_heads;
 
-        let qkv = self
-            .qkv
-            .forward(x)
-            .reshape([batch, n_tokens, 3, self.n_heads, d_head])
-            .permute([2, 0, 3, 1, 4]); // [3, batch, n_heads, n_tokens, d_head]
-        let part = |i: usize| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0);
+        // NOTE: q, k and v come from the matching thirds of the fused `qkv` weight rather than
+        // from slices of one fused output: the same numbers, but the backward of a weight slice
+        // scatters a [d_model, d_model] gradient instead of a [rows, 3 * d_model] one per part.
+        let weight = self.qkv.weight.val(); // [d_model, 3 * d_model]
+        let bias = self.qkv.bias.as_ref().map(|b| b.val());
+        let part = |i: usize| {
+            let w = weight.clone().narrow(1, i * d_model, d_model);
+            let b = bias.clone().map(|b| b.narrow(0, i * d_model, d_model));
+            linear(rows.clone(), w, b)
+                .reshape([batch, n_tokens, self.n_heads, d_head])
+                .swap_dims(1, 2) // [batch, n_heads, n_tokens, d_head]
+        };
         let (q, k, v) = (part(0), part(1), part(2));
 
-        // Fused scaled-dot-product attention; the default scale is d_head^-0.5.
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
-        let out = out.swap_dims(1, 2).reshape([batch, n_tokens, d_model]);
+        // Scaled dot-product attention written out: on CPU backends it is faster than burn's
+        // fused `attention` forward and backward (which autodiff decomposes anyway). The
+        // softmax runs on rows so that its broadcasts stay two-dimensional.
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar((d_head as f64).powf(-0.5)); // [batch, n_heads, n_tokens, n_tokens]
+        let shape = scores.dims();
+        let weights = softmax(
+            scores.reshape([batch * self.n_heads * n_tokens, n_tokens]),
+            1,
+        )
+        .reshape(shape);
+        let out = weights.matmul(v); // [batch, n_heads, n_tokens, d_head]
+
+        let out = out.swap_dims(1, 2).reshape([n_rows, d_model]);
         self.proj.forward(out)
     }
 }

@@ -40,7 +40,17 @@ impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// - x: `[batch, n_tokens, d_model]` -> `[batch, n_tokens, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        let [batch, n_tokens, d_model] = x.dims();
+        self.forward_rows(x.reshape([batch * n_tokens, d_model]))
+            .reshape([batch, n_tokens, d_model])
+    }
+
+    /// [`Self::forward`] on tokens flattened to rows.
+    ///
+    /// # Shapes
+    /// - rows: `[n_rows, d_model]` -> `[n_rows, d_model]`
+    pub(crate) fn forward_rows(&self, rows: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.fc2.forward(gelu(self.fc1.forward(rows)))
     }
 }
 
@@ -97,13 +107,21 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// - x: `[batch, n_tokens, d_model]` -> `[batch, n_tokens, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x.clone()
-            + self
-                .drop_path
-                .forward(self.attn.forward(self.norm1.forward(x)));
-        x.clone()
-            + self
-                .drop_path
-                .forward(self.mlp.forward(self.norm2.forward(x)))
+        let [batch, n_tokens, d_model] = x.dims();
+
+        // NOTE: the block works on tokens flattened to rows. On CPU backends, linear layers,
+        // LayerNorm and their backward passes are much faster on 2-D tensors: one large
+        // matmul instead of one per image, no summing of per-image weight gradients, and
+        // broadcasts over rows instead of strided walks.
+        let x = x.reshape([batch * n_tokens, d_model]);
+        let branch = |y: Tensor<B, 2>| {
+            self.drop_path
+                .forward(y.reshape([batch, n_tokens, d_model]))
+                .reshape([batch * n_tokens, d_model])
+        };
+
+        let x = x.clone() + branch(self.attn.forward_rows(self.norm1.forward(x), batch));
+        let x = x.clone() + branch(self.mlp.forward_rows(self.norm2.forward(x)));
+        x.reshape([batch, n_tokens, d_model])
     }
 }

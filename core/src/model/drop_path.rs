@@ -23,9 +23,11 @@ impl DropPath {
             return x;
         }
         let keep = 1.0 - self.prob;
-        let [batch, _, _] = x.dims();
-        let mask =
-            Tensor::<B, 3>::random([batch, 1, 1], Distribution::Bernoulli(keep), &x.device());
-        x * mask.div_scalar(keep)
+        let [batch, n_tokens, d_model] = x.dims();
+        let mask = Tensor::<B, 2>::random([batch, 1], Distribution::Bernoulli(keep), &x.device());
+
+        // A 2-D broadcast: CPU backends walk it row by row instead of element by element.
+        let rows = x.reshape([batch, n_tokens * d_model]) * mask.div_scalar(keep);
+        rows.reshape([batch, n_tokens, d_model])
     }
 }

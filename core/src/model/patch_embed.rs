@@ -60,11 +60,12 @@ impl<B: Backend> PatchEmbed<B> {
             "image {height}x{width} is not a multiple of the patch size {p}"
         );
 
-        // Pixels of each patch in the conv weight's order (channel, row, column).
+        // Pixels of each patch in the conv weight's order (channel, row, column), one patch
+        // per row: a single 2-D matmul is faster on CPU backends than one per image.
         let patches = images
             .reshape([batch, chans, gh, p, gw, p])
             .permute([0, 2, 4, 1, 3, 5])
-            .reshape([batch, gh * gw, chans * p * p]);
+            .reshape([batch * gh * gw, chans * p * p]);
 
         let [d_model, ..] = self.weight.dims();
         let weight = self
@@ -72,6 +73,7 @@ impl<B: Backend> PatchEmbed<B> {
             .val()
             .reshape([d_model, chans * p * p])
             .transpose();
-        patches.matmul(weight.unsqueeze()) + self.bias.val().unsqueeze()
+        let tokens = patches.matmul(weight) + self.bias.val().unsqueeze();
+        tokens.reshape([batch, gh * gw, d_model])
     }
 }

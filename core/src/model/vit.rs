@@ -95,12 +95,11 @@ impl<B: Backend> Vit<B> {
         );
 
         let x = self.patch_embed.forward(images); // [batch, n_patches, d_model]
-        let [batch, n_patches, d_model] = x.dims();
-        let pos = self.pos_embed.val();
-        let x = x + pos.clone().narrow(1, 1, n_patches);
+        let [batch, _, d_model] = x.dims();
+        let cls = self.cls_token.val().expand([batch, 1, d_model]);
 
-        let cls = (self.cls_token.val() + pos.narrow(1, 0, 1)).expand([batch, 1, d_model]);
-        let mut x = Tensor::cat(vec![cls, x], 1); // [batch, 1 + n_patches, d_model]
+        let x = Tensor::cat(vec![cls, x], 1); // [batch, 1 + n_patches, d_model]
+        let mut x = x + self.pos_embed.val();
 
         for block in &self.blocks {
             x = block.forward(x);

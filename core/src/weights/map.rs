@@ -85,7 +85,17 @@ impl TensorMap {
             path: source.clone(),
             reason,
         };
-        let reader = PytorchReader::new(path).map_err(|e| fail(format!("{e}")))?;
+        let reader = PytorchReader::new(path).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("Unsupported Python type") {
+                fail(format!(
+                    "refused: the pickle references Python code ({msg}); only tensors and plain \
+                     containers are read, nothing in the file is executed"
+                ))
+            } else {
+                fail(msg)
+            }
+        })?;
         Self::from_snapshots(reader.into_tensors(), &source)
     }
 

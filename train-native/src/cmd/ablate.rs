@@ -33,8 +33,11 @@ struct GridRun {
 /// mean ± standard deviation of the validation and test accuracies.
 pub fn run(args: Args) -> Result<()> {
     let path = &args.grid;
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let table: toml::Table = text.parse().with_context(|| format!("invalid TOML in {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("invalid TOML in {}", path.display()))?;
     let ctx = |what: &str| format!("{}: {what}", path.display());
 
     let mut seeds = vec![0u64];
@@ -42,31 +45,62 @@ pub fn run(args: Args) -> Result<()> {
     let mut runs = Vec::new();
     for (key, value) in table {
         match key.as_str() {
-            "seeds" => seeds = value.try_into().with_context(|| ctx("seeds must be a list of integers"))?,
+            "seeds" => {
+                seeds = value
+                    .try_into()
+                    .with_context(|| ctx("seeds must be a list of integers"))?
+            }
             "base" => base = value.try_into().with_context(|| ctx("invalid [base]"))?,
             "run" => {
-                let list = value.as_array().cloned().with_context(|| ctx("use [[run]] tables"))?;
+                let list = value
+                    .as_array()
+                    .cloned()
+                    .with_context(|| ctx("use [[run]] tables"))?;
                 for (i, item) in list.into_iter().enumerate() {
-                    let mut t = item.as_table().cloned().with_context(|| ctx("a [[run]] is not a table"))?;
+                    let mut t = item
+                        .as_table()
+                        .cloned()
+                        .with_context(|| ctx("a [[run]] is not a table"))?;
                     let name = match t.remove("name") {
                         Some(toml::Value::String(s)) => s,
-                        _ => bail!("{}: [[run]] number {} needs a name = \"...\"", path.display(), i + 1),
+                        _ => bail!(
+                            "{}: [[run]] number {} needs a name = \"...\"",
+                            path.display(),
+                            i + 1
+                        ),
                     };
-                    let described = t.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
+                    let described = t
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     let flags: FinetuneFlags = toml::Value::Table(t)
                         .try_into()
                         .with_context(|| ctx(&format!("invalid settings in run '{name}'")))?;
-                    runs.push(GridRun { name, flags, described });
+                    runs.push(GridRun {
+                        name,
+                        flags,
+                        described,
+                    });
                 }
             }
-            other => bail!("{}: unknown key '{other}' (expected seeds, base, run)", path.display()),
+            other => bail!(
+                "{}: unknown key '{other}' (expected seeds, base, run)",
+                path.display()
+            ),
         }
     }
     if runs.is_empty() || seeds.is_empty() {
-        bail!("{}: the grid needs at least one [[run]] and one seed", path.display());
+        bail!(
+            "{}: the grid needs at least one [[run]] and one seed",
+            path.display()
+        );
     }
 
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/ablate-{}", utc_stamp())));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/ablate-{}", utc_stamp())));
     let mut rows = Vec::new();
     for run in &runs {
         let mut results: Vec<RunSummary> = Vec::new();
@@ -78,7 +112,10 @@ pub fn run(args: Args) -> Result<()> {
                 .resolve(&PathBuf::from(SAMPLE_DATA), &utc_stamp())
                 .with_context(|| format!("run '{}'", run.name))?;
             println!("== ablate: {} (seed {seed})", run.name);
-            results.push(dispatch(args.device, config).with_context(|| format!("run '{}' seed {seed}", run.name))?);
+            results.push(
+                dispatch(args.device, config)
+                    .with_context(|| format!("run '{}' seed {seed}", run.name))?,
+            );
         }
         rows.push((run, results));
     }
@@ -91,16 +128,27 @@ pub fn run(args: Args) -> Result<()> {
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for (run, results) in &rows {
         let val: Vec<f64> = results.iter().map(|r| 100.0 * r.val_accuracy).collect();
-        let test: Vec<f64> = results.iter().filter_map(|r| r.test_accuracy.map(|a| 100.0 * a)).collect();
+        let test: Vec<f64> = results
+            .iter()
+            .filter_map(|r| r.test_accuracy.map(|a| 100.0 * a))
+            .collect();
         let secs: Vec<f64> = results.iter().map(|r| r.train_seconds).collect();
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {:.0} |",
             run.name,
-            if run.described.is_empty() { "base".into() } else { run.described.clone() },
+            if run.described.is_empty() {
+                "base".into()
+            } else {
+                run.described.clone()
+            },
             results.len(),
             mean_std(&val),
-            if test.is_empty() { "-".into() } else { mean_std(&test) },
+            if test.is_empty() {
+                "-".into()
+            } else {
+                mean_std(&test)
+            },
             secs.iter().sum::<f64>() / secs.len() as f64,
         );
     }
@@ -116,12 +164,24 @@ pub fn run(args: Args) -> Result<()> {
 fn mean_std(v: &[f64]) -> String {
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     format!("{mean:.2} ± {:.2}", var.sqrt())
 }
 
 fn slug(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
