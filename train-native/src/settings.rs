@@ -20,7 +20,8 @@ pub struct FinetuneFlags {
     #[arg(long)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Recipe preset: `cpu` (trains on 2 cores) or `paper-vit-b16` (the paper's recipe).
+    /// Recipe: `cpu` (trains on 2 cores), `sample` (cpu, shortened for the shipped sample; the
+    /// default without --data) or `paper-vit-b16` (the paper's recipe).
     #[arg(long)]
     pub preset: Option<String>,
     /// Model preset (see `train-native presets`).
@@ -265,6 +266,12 @@ impl FinetuneFlags {
                 drop_path: Some(0.1),
                 ..f
             },
+            // The CPU recipe cut to a few minutes for the embedded FERPlus sample.
+            "sample" => FinetuneFlags {
+                epochs: Some(6),
+                warmup_epochs: Some(0.5),
+                ..FinetuneFlags::preset("cpu")?
+            },
             // MIMIC §IV-A: ViT-B/16 at 224 px, Adam, lr 1e-4, wd 5e-4, layer decay 0.65, batch
             // 64, 50 epochs, projection 512 (FERPlus; the paper uses 128 for RAF-DB).
             "paper-vit-b16" => FinetuneFlags {
@@ -281,7 +288,9 @@ impl FinetuneFlags {
                 drop_path: Some(0.1),
                 ..f
             },
-            other => bail!("--preset: unknown recipe '{other}' (known: cpu, paper-vit-b16)"),
+            other => {
+                bail!("--preset: unknown recipe '{other}' (known: cpu, sample, paper-vit-b16)")
+            }
         })
     }
 
@@ -297,7 +306,17 @@ impl FinetuneFlags {
             None => FinetuneFlags::default(),
         };
         let chosen = file.clone().overridden_by(self.clone());
-        let preset_name = chosen.preset.clone().unwrap_or_else(|| "cpu".into());
+        // With neither data nor a recipe named, the run is the out-of-the-box demo on the
+        // shipped sample: the CPU recipe, shortened to finish in minutes.
+        let default_recipe = if chosen.data.is_none() {
+            "sample"
+        } else {
+            "cpu"
+        };
+        let preset_name = chosen
+            .preset
+            .clone()
+            .unwrap_or_else(|| default_recipe.into());
         let user_warmup = chosen.warmup_epochs.is_some();
         let mut f = FinetuneFlags::preset(&preset_name)?.overridden_by(chosen);
         if !user_warmup {
