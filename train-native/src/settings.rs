@@ -268,7 +268,7 @@ impl FinetuneFlags {
             },
             // The CPU recipe cut to a few minutes for the embedded FERPlus sample.
             "sample" => FinetuneFlags {
-                epochs: Some(6),
+                epochs: Some(5),
                 warmup_epochs: Some(0.5),
                 ..FinetuneFlags::preset("cpu")?
             },
