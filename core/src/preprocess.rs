@@ -88,22 +88,12 @@ impl RgbF32 {
 
 /// Decodes an image file's bytes (PNG, JPEG, BMP, GIF, TIFF, WebP; grey, grey+alpha, RGBA and
 /// 16-bit are converted to 8-bit RGB, alpha dropped). `source` names the image in errors.
+///
+/// The same decoder as the data sets use ([`crate::data::DecodedImage::decode`]), so
+/// `predict` sees exactly the pixels training and evaluation see.
 #[cfg(feature = "fs")]
 pub fn decode(bytes: &[u8], source: &str) -> crate::Result<RgbF32> {
-    let fail = |reason: String| crate::Error::Image {
-        path: source.to_string(),
-        reason,
-    };
-    if bytes.is_empty() {
-        return Err(fail("the file is empty".into()));
-    }
-    let img = image::load_from_memory(bytes).map_err(|e| fail(format!("cannot decode: {e}")))?;
-    let rgb = img.to_rgb8();
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    if w == 0 || h == 0 {
-        return Err(fail(format!("image has no pixels ({w}x{h})")));
-    }
-    Ok(RgbF32::from_rgb8(rgb.as_raw(), h, w))
+    crate::data::DecodedImage::decode(bytes, source).map(|img| img.to_rgb_f32())
 }
 
 /// Reads and decodes an image file (see [`decode`]).
