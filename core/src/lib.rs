@@ -12,6 +12,7 @@
 //!   safetensors with timm names.
 //! - [`preprocess`]: image to normalised tensor, as the model expects it.
 //! - [`mix`]: Mixup / CutMix, soft labels and the positive-pair rule of MSCL.
+//! - [`mae`]: masked-autoencoder pre-training (masking, decoder, norm-pix loss).
 //! - [`loss`]: soft-target cross-entropy, SupCon and MSCL.
 //! - [`train`]: the fine-tuning model and step, layer-decay optimiser, schedule, metrics.
 //! - [`data`]: FER data sets, decoding, de-duplication, balanced sampling.
@@ -21,6 +22,7 @@ pub mod augment;
 pub mod data;
 pub mod error;
 pub mod loss;
+pub mod mae;
 pub mod mix;
 pub mod model;
 pub mod preprocess;

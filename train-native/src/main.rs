@@ -12,6 +12,7 @@ mod backend;
 mod cmd;
 mod pipeline;
 mod plot;
+mod progress;
 mod run;
 mod settings;
 
@@ -31,6 +32,9 @@ enum Command {
     /// Fine-tune a ViT with MIMIC (CE + mix-supervised contrastive loss) on a FER data set.
     /// With no arguments: the CPU recipe on the FERPlus sample shipped in assets/.
     Finetune(Box<cmd::finetune::Args>),
+    /// MAE pre-training of the encoder on a folder of images (no labels needed); writes the
+    /// encoder checkpoint that `finetune --init` takes.
+    Pretrain(Box<cmd::pretrain::Args>),
     /// Run a grid of fine-tuning configurations over several seeds; writes a markdown table.
     Ablate(cmd::ablate::Args),
     /// Evaluate a checkpoint on a split: accuracy, per-class accuracy, confusion matrix.
@@ -49,6 +53,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Finetune(args) => cmd::finetune::run(*args),
+        Command::Pretrain(args) => cmd::pretrain::run(*args),
         Command::Ablate(args) => cmd::ablate::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Predict(args) => cmd::predict::run(args),

@@ -11,10 +11,10 @@ use burn::tensor::{Tensor, TensorData};
 use mimic_core::augment::eval_view;
 use mimic_core::data::DecodedImage;
 use mimic_core::model::{Vit, VitConfig};
-use mimic_core::train::{ConfusionMatrix, MimicModel};
+use mimic_core::train::ConfusionMatrix;
 use mimic_core::weights::{
     fit_head, labels_of, load_vit, save_safetensors, write_atomic, LoadPolicy, TensorMap,
-    CONFIG_KEY, LABELS_KEY,
+    VisitParams, CONFIG_KEY, LABELS_KEY,
 };
 use serde::Serialize;
 
@@ -52,15 +52,15 @@ impl RunDir {
         self.metrics.flush().context("cannot write metrics.jsonl")
     }
 
-    /// Saves a checkpoint atomically as `<name>.safetensors`.
-    pub fn save<B: Backend>(
+    /// Saves a checkpoint atomically as `<name>.safetensors` with `meta` as its metadata.
+    pub fn save<B: Backend, M: VisitParams<B> + Clone>(
         &self,
         name: &str,
-        model: &MimicModel<B>,
-        meta: &CheckpointMeta,
+        model: &M,
+        meta: &HashMap<String, String>,
     ) -> Result<PathBuf> {
         let path = self.path.join(format!("{name}.safetensors"));
-        save_safetensors(model, &meta.to_map(), &path)
+        save_safetensors(model, meta, &path)
             .with_context(|| format!("cannot save checkpoint {}", path.display()))?;
         Ok(path)
     }
@@ -83,7 +83,8 @@ pub struct CheckpointMeta {
 }
 
 impl CheckpointMeta {
-    fn to_map(&self) -> HashMap<String, String> {
+    /// The safetensors metadata: the extras plus the model configuration and class names.
+    pub fn to_map(&self) -> HashMap<String, String> {
         let mut m = self.extra.clone();
         m.insert(
             CONFIG_KEY.into(),

@@ -96,6 +96,56 @@ pub(crate) fn load(root: &Path, split: &str, opts: &LoadOptions) -> crate::Resul
     rows.finish(DatasetKind::Folder, split, classes)
 }
 
+/// Folders below the root searched by [`unlabelled_images`] (guards against link cycles).
+const MAX_DEPTH: usize = 16;
+
+/// Every image file below `root`, recursively, in sorted path order, as one split with the
+/// single class `image`: the input of MAE pre-training, which needs no labels. Hidden entries
+/// and files that are not images (by extension) are counted as dropped, not read.
+pub fn unlabelled_images(root: &Path, opts: &LoadOptions) -> crate::Result<Split> {
+    if !root.is_dir() {
+        return Err(path_error(
+            root,
+            "no such folder (pre-training reads a folder of images)",
+        ));
+    }
+    let mut rows = Collector::new(root, opts);
+    let mut stack = vec![(root.to_path_buf(), String::new(), 0usize)];
+    let mut found = Vec::new();
+    while let Some((dir, prefix, depth)) = stack.pop() {
+        for (name, path, is_dir) in list(&dir)? {
+            let id = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            if name.starts_with('.') {
+                rows.drop_row(HIDDEN, &id);
+            } else if is_dir {
+                if depth + 1 > MAX_DEPTH {
+                    rows.drop_row("folder nested too deep (over 16 levels)", &id);
+                } else {
+                    stack.push((path, id, depth + 1));
+                }
+            } else if !is_image(&name) {
+                rows.drop_row(NOT_AN_IMAGE, &id);
+            } else {
+                found.push((id, path));
+            }
+        }
+    }
+    found.sort();
+    for (id, path) in found {
+        rows.keep_listed(Sample {
+            id,
+            source: ImageSource::File(path),
+            class: 0,
+            target: vec![1.0],
+        });
+    }
+    rows.finish(DatasetKind::Folder, "images", vec!["image".into()])
+}
+
 #[cfg(test)]
 mod tests {
     use crate::data::test_util::TempDir;
@@ -108,6 +158,27 @@ mod tests {
             split,
             &LoadOptions::default(),
         )
+    }
+
+    #[test]
+    fn unlabelled_images_are_found_recursively_in_sorted_order() {
+        let dir = TempDir::new("unlabelled");
+        for f in ["b/2.png", "a/x/1.JPEG", "top.webp", "b/1.jpg"] {
+            dir.write(f, b"img");
+        }
+        dir.write("b/notes.txt", b"x");
+        dir.write(".hidden/3.png", b"x");
+        let split = super::unlabelled_images(dir.path(), &LoadOptions::default()).unwrap();
+        let ids: Vec<&str> = split.samples.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["a/x/1.JPEG", "b/1.jpg", "b/2.png", "top.webp"]);
+        assert_eq!(split.dropped_count(), 2);
+
+        let empty = TempDir::new("unlabelled-empty");
+        empty.write("readme.txt", b"x");
+        let err = super::unlabelled_images(empty.path(), &LoadOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("no usable samples"), "{err}");
+        let missing = super::unlabelled_images(&empty.path().join("nope"), &LoadOptions::default());
+        assert!(missing.unwrap_err().to_string().contains("no such folder"));
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub(crate) mod test_util;
 pub use decode::{decode_all, decode_source};
 pub use decode::{dedup_against, DecodedImage, DUPLICATE_REASON};
 pub use ferplus::{ferplus_label, FERPLUS_MISLABELLED};
+#[cfg(feature = "fs")]
+pub use folder::unlabelled_images;
 pub use sampler::BalancedSampler;
 
 /// FERPlus classes, in the order of the vote columns of `label.csv`.

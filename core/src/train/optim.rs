@@ -132,8 +132,9 @@ pub fn layer_decay_groups<B: Backend, M: VisitParams<B>>(
             continue;
         }
         let layer = layer_id(&name, depth);
-        // No decay on biases, norm gains (all 1-D) and the position / cls embeddings.
-        let decay = rank > 1 && name != "pos_embed" && name != "cls_token";
+        // No decay on biases, norm gains (all 1-D), the position / cls embeddings and the MAE
+        // mask token.
+        let decay = rank > 1 && !matches!(name.as_str(), "pos_embed" | "cls_token" | "mask_token");
         let g = groups.entry((layer, decay)).or_insert_with(|| ParamGroup {
             layer,
             weight_decay: decay,

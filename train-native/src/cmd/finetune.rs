@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use mimic_core::data::{DatasetKind, LoadOptions};
 use mimic_core::train::{
     finetune_loss, CosineSchedule, GroupedOptimizer, MimicModel, ProjectionHead,
@@ -16,10 +15,10 @@ use mimic_core::weights::{load_vit, LoadPolicy, TensorMap};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use std::io::IsTerminal;
 
 use crate::backend::{dispatch, DeviceKind, Job};
 use crate::pipeline::{self, BatchSource, EpochBatches};
+use crate::progress::Progress;
 use crate::run::{evaluate, metrics_json, write_json, CheckpointMeta, RunDir};
 use crate::settings::{FinetuneConfig, FinetuneFlags};
 
@@ -201,11 +200,7 @@ impl Job for FinetuneConfig {
 
         // 4. The epochs.
         let limit = self.max_steps.unwrap_or(usize::MAX).min(total_steps);
-        let bar = ProgressBar::new(limit as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}")
-                .expect("valid progress template"),
-        );
+        let bar = Progress::new(limit);
         let (mut step, mut best, mut best_epoch) = (0usize, -1.0f64, 0usize);
         let train_start = Instant::now();
         let mut images_seen = 0usize;
@@ -254,21 +249,21 @@ impl Job for FinetuneConfig {
                 window.1 += batch.n;
                 sum_loss += value as f64;
                 n_loss += 1;
-                bar.inc(1);
+                bar.inc();
                 if step % self.log_every == 0 || step == limit {
                     let ips = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
                     let ce: f32 = losses.ce.into_scalar().elem();
                     let con: Option<f32> = losses.contrastive.map(|c| c.into_scalar().elem());
-                    bar.set_message(format!("loss {value:.4}  lr {lr:.2e}  {ips:.1} img/s"));
                     run.log(serde_json::json!({
                         "step": step, "epoch": epoch, "loss": value, "ce": ce,
                         "contrastive": con, "lr": lr, "images_per_s": ips,
                     }))?;
-                    if !std::io::stderr().is_terminal() {
-                        println!(
+                    bar.status(
+                        format!("loss {value:.4}  lr {lr:.2e}  {ips:.1} img/s"),
+                        format!(
                             "epoch {epoch:>3} step {step:>6}/{limit}  loss {value:.4}  ce {ce:.4}  lr {lr:.3e}  {ips:7.1} img/s"
-                        );
-                    }
+                        ),
+                    );
                     window = (Instant::now(), 0);
                 }
             }
@@ -277,24 +272,24 @@ impl Job for FinetuneConfig {
             let eval_model = model.encoder.valid();
             let cm = evaluate(&eval_model, &val.images, &val_labels, 256, &device);
             let acc = cm.accuracy();
-            run.save("last", &model, &meta(epoch, acc))?;
+            run.save("last", &model, &meta(epoch, acc).to_map())?;
             if acc > best {
                 best = acc;
                 best_epoch = epoch;
-                run.save("best", &model, &meta(epoch, acc))?;
+                run.save("best", &model, &meta(epoch, acc).to_map())?;
             }
             let train_loss = sum_loss / n_loss.max(1) as f64;
             run.log(serde_json::json!({
                 "epoch": epoch, "step": step, "train_loss": train_loss,
                 "val_accuracy": acc, "val_mean_class_accuracy": cm.mean_class_accuracy(),
             }))?;
-            bar.println(format!(
+            bar.line(format!(
                 "epoch {epoch:>3}  train loss {train_loss:.4}  {val_name} accuracy {:.2} % (best {:.2} %)",
                 100.0 * acc,
                 100.0 * best
             ));
         }
-        bar.finish_and_clear();
+        bar.finish();
         let train_secs = train_start.elapsed().as_secs_f64();
 
         // 5. Final report on the best checkpoint.

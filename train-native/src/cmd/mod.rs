@@ -6,3 +6,4 @@ pub mod eval;
 pub mod finetune;
 pub mod inspect;
 pub mod predict;
+pub mod pretrain;
