@@ -13,6 +13,7 @@ mod cmd;
 mod pipeline;
 mod plot;
 mod progress;
+mod resume;
 mod run;
 mod settings;
 

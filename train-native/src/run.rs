@@ -46,6 +46,32 @@ impl RunDir {
         })
     }
 
+    /// Re-opens the directory of an interrupted run for resuming: `metrics.jsonl` is cut back to
+    /// `metrics_len` bytes (the lines written after the resume point) and appended to.
+    pub fn reopen(path: &Path, metrics_len: u64) -> Result<Self> {
+        let metrics_path = path.join("metrics.jsonl");
+        let metrics = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&metrics_path)
+            .with_context(|| format!("cannot open {}", metrics_path.display()))?;
+        metrics
+            .set_len(metrics_len)
+            .with_context(|| format!("cannot truncate {}", metrics_path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            metrics,
+        })
+    }
+
+    /// Bytes written to `metrics.jsonl` so far.
+    pub fn metrics_len(&self) -> Result<u64> {
+        Ok(self
+            .metrics
+            .metadata()
+            .context("cannot read metrics.jsonl")?
+            .len())
+    }
+
     /// Appends one JSON line to `metrics.jsonl`.
     pub fn log(&mut self, line: serde_json::Value) -> Result<()> {
         writeln!(self.metrics, "{line}").context("cannot write metrics.jsonl")?;

@@ -13,9 +13,14 @@ use serde::{Deserialize, Serialize};
 
 /// Every `finetune` setting as an optional value: the same struct is read from the TOML file
 /// (unknown keys are an error) and from the command line.
-#[derive(clap::Args, Debug, Clone, Default, Deserialize)]
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FinetuneFlags {
+    /// Continue the interrupted run in this directory from its last complete epoch, with its
+    /// saved settings (bit-identical to an uninterrupted run on the CPU backend).
+    #[arg(long)]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
     /// TOML file with any of these settings (keys as the flag names); flags override it.
     #[arg(long)]
     #[serde(skip)]
@@ -194,6 +199,9 @@ pub struct FinetuneConfig {
     pub workers: usize,
     /// Metrics interval in steps.
     pub log_every: usize,
+    /// Continue the run in `out` (set by `--resume`; not part of config.json).
+    #[serde(skip)]
+    pub resume: bool,
 }
 
 impl FinetuneFlags {
@@ -203,6 +211,7 @@ impl FinetuneFlags {
             ($($f:ident),*) => { FinetuneFlags { $($f: over.$f.or(self.$f)),* } };
         }
         pick!(
+            resume,
             config,
             preset,
             model,
@@ -418,6 +427,7 @@ impl FinetuneFlags {
             seed: f.seed.unwrap_or(0),
             workers: f.workers.unwrap_or(2),
             log_every: f.log_every.unwrap_or(20),
+            resume: false,
         };
         config.check()?;
         Ok(config)

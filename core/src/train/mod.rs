@@ -7,6 +7,8 @@ mod metrics;
 mod optim;
 mod schedule;
 
+pub(crate) use optim::fnv1a;
+
 pub use finetune::{
     finetune_loss, LossKind, MimicLossConfig, MimicModel, ProjKind, ProjectionHead, StepLosses,
 };

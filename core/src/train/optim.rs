@@ -5,6 +5,7 @@ use burn::module::{AutodiffModule, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 
@@ -160,6 +161,41 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> Inner<M, B> {
             Inner::AdamW(o) => o.step(lr, module, grads),
         }
     }
+
+    /// The moment estimates and step counts, serialised at full precision.
+    fn state_bytes(&self) -> Vec<u8> {
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let bytes = match self {
+            Inner::Adam(o) => Recorder::<B>::record(&recorder, o.to_record(), ()),
+            Inner::AdamW(o) => Recorder::<B>::record(&recorder, o.to_record(), ()),
+        };
+        bytes.expect("in-memory records always serialise")
+    }
+
+    fn load_state_bytes(self, bytes: Vec<u8>, device: &B::Device) -> Result<Self> {
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let bad = |e: burn::record::RecorderError| {
+            Error::Config(format!("optimiser state does not fit this optimiser: {e}"))
+        };
+        Ok(match self {
+            Inner::Adam(o) => {
+                Inner::Adam(o.load_record(recorder.load(bytes, device).map_err(bad)?))
+            }
+            Inner::AdamW(o) => {
+                Inner::AdamW(o.load_record(recorder.load(bytes, device).map_err(bad)?))
+            }
+        })
+    }
+}
+
+/// Magic bytes of [`GroupedOptimizer::state_bytes`].
+const STATE_MAGIC: &[u8; 8] = b"MIMICOPT";
+
+/// FNV-1a, 64 bits: checksums of saved optimiser state and stable parameter ids.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// An optimiser that applies a per-group learning-rate scale and weight decay: one inner
@@ -207,6 +243,56 @@ impl<M: AutodiffModule<B> + VisitParams<B>, B: AutodiffBackend> GroupedOptimizer
     /// The parameter groups.
     pub fn groups(&self) -> &[ParamGroup] {
         &self.groups
+    }
+
+    /// The whole optimiser state (both inner optimisers' moments and step counts) as bytes,
+    /// with a header and checksum. Parameters are keyed by their ids, so the module must use
+    /// [`crate::weights::assign_stable_ids`] for the state to load in another process.
+    pub fn state_bytes(&self) -> Vec<u8> {
+        let (a, b) = (self.decayed.state_bytes(), self.plain.state_bytes());
+        let mut out = STATE_MAGIC.to_vec();
+        for part in [&a, &b] {
+            out.extend((part.len() as u64).to_le_bytes());
+            out.extend(fnv1a(part).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    /// Restores a state written by [`Self::state_bytes`]. A truncated, corrupted or foreign
+    /// file is an error, never a panic.
+    pub fn load_state_bytes(self, bytes: &[u8], device: &B::Device) -> Result<Self> {
+        let corrupt = |why: &str| Error::Config(format!("optimiser state: {why}"));
+        let rest = bytes
+            .strip_prefix(STATE_MAGIC.as_slice())
+            .ok_or_else(|| corrupt("not a mimic optimiser state (bad magic bytes)"))?;
+        let mut parts = Vec::new();
+        let mut rest = rest;
+        for _ in 0..2 {
+            if rest.len() < 16 {
+                return Err(corrupt("truncated"));
+            }
+            let len = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")) as usize;
+            let sum = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
+            let body = rest
+                .get(16..16usize.saturating_add(len))
+                .ok_or_else(|| corrupt("truncated"))?;
+            if fnv1a(body) != sum {
+                return Err(corrupt("checksum mismatch (the file is corrupted)"));
+            }
+            parts.push(body.to_vec());
+            rest = &rest[16 + len..];
+        }
+        if !rest.is_empty() {
+            return Err(corrupt("trailing bytes"));
+        }
+        let plain = parts.pop().expect("two parts");
+        let decayed = parts.pop().expect("two parts");
+        Ok(Self {
+            decayed: self.decayed.load_state_bytes(decayed, device)?,
+            plain: self.plain.load_state_bytes(plain, device)?,
+            groups: self.groups,
+        })
     }
 
     /// One update: every group is stepped at `lr * lr_scale` with its own gradients.

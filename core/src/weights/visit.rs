@@ -130,6 +130,19 @@ impl<B: Backend> VisitParams<B> for Vit<B> {
     }
 }
 
+/// Gives every parameter an id derived from its timm name, so that ids (which key optimiser
+/// state) are the same in every process that builds the same model: what lets a run resume
+/// with its optimiser state.
+pub fn assign_stable_ids<B: Backend, M: VisitParams<B>>(module: &mut M) {
+    struct Ids;
+    impl<B: Backend> ParamVisitor<B> for Ids {
+        fn visit<const D: usize>(&mut self, name: &str, _: Layout, p: &mut Param<Tensor<B, D>>) {
+            p.id = burn::module::ParamId::from(crate::train::fnv1a(name.as_bytes()));
+        }
+    }
+    module.visit_params("", &mut Ids);
+}
+
 /// Lists `(name, PyTorch shape)` of every parameter of a module.
 pub fn param_shapes<B: Backend, M: VisitParams<B>>(module: &mut M) -> Vec<(String, Vec<usize>)> {
     struct Shapes(Vec<(String, Vec<usize>)>);

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use mimic_core::data::{DatasetKind, LoadOptions};
 use mimic_core::train::{
     finetune_loss, CosineSchedule, GroupedOptimizer, MimicModel, ProjectionHead,
 };
-use mimic_core::weights::{load_vit, LoadPolicy, TensorMap};
+use mimic_core::weights::{assign_stable_ids, load_into, load_vit, LoadPolicy, TensorMap};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -19,6 +19,7 @@ use rand::SeedableRng;
 use crate::backend::{dispatch, DeviceKind, Job};
 use crate::pipeline::{self, BatchSource, EpochBatches};
 use crate::progress::Progress;
+use crate::resume::{self, ResumeState};
 use crate::run::{evaluate, metrics_json, write_json, CheckpointMeta, RunDir};
 use crate::settings::{FinetuneConfig, FinetuneFlags};
 
@@ -37,10 +38,36 @@ pub struct Args {
 
 /// Resolves the settings, then trains on the chosen backend.
 pub fn run(args: Args) -> Result<()> {
-    let config = args
-        .flags
-        .resolve(&PathBuf::from(SAMPLE_DATA), &utc_stamp())?;
+    let config = match &args.flags.resume {
+        Some(dir) => resumed_config(dir, &args.flags)?,
+        None => args
+            .flags
+            .resolve(&PathBuf::from(SAMPLE_DATA), &utc_stamp())?,
+    };
     dispatch(args.device, config).map(|_| ())
+}
+
+/// The settings of the interrupted run in `dir`; other settings flags are refused, since
+/// changing them would not continue the same run.
+fn resumed_config(dir: &Path, flags: &FinetuneFlags) -> Result<FinetuneConfig> {
+    let only_resume = FinetuneFlags {
+        resume: flags.resume.clone(),
+        ..FinetuneFlags::default()
+    };
+    if *flags != only_resume {
+        bail!(
+            "--resume takes every setting from {}; pass no other settings (only --device)",
+            dir.join("config.json").display()
+        );
+    }
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--resume {}: cannot read {}", dir.display(), path.display()))?;
+    let mut config: FinetuneConfig = serde_json::from_str(&text)
+        .with_context(|| format!("--resume: {} is not a finetune config", path.display()))?;
+    config.out = dir.to_path_buf();
+    config.resume = true;
+    Ok(config)
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC, for default run names.
@@ -126,11 +153,16 @@ impl Job for FinetuneConfig {
             self.model = self.model.clone().with_n_classes(labels.len());
         }
 
-        // 2. Model: fresh, or initialised from a checkpoint with the expected keys reported.
+        // 2. Model: fresh, or initialised from a checkpoint with the expected keys reported, or
+        //    the state of an interrupted run.
+        let resume_point = match self.resume {
+            true => Some(resume::load(&self.out)?),
+            false => None,
+        };
         B::seed(&device, self.seed);
-        let encoder = match &self.init {
-            None => self.model.init::<B>(&device)?,
-            Some(path) => {
+        let encoder = match (&self.init, &resume_point) {
+            (None, _) | (_, Some(_)) => self.model.init::<B>(&device)?,
+            (Some(path), None) => {
                 let map =
                     TensorMap::read(path).with_context(|| format!("--init {}", path.display()))?;
                 let (model, report) =
@@ -143,7 +175,18 @@ impl Job for FinetuneConfig {
         let d = self.model.d_model;
         let proj = ProjectionHead::new(self.proj, d, self.proj_dim, &device);
         let mut model = MimicModel { encoder, proj };
+        if let Some(point) = &resume_point {
+            let map = TensorMap::read(&point.model)?;
+            load_into(&mut model, map, &LoadPolicy::strict(), &device)
+                .with_context(|| format!("cannot resume from {}", point.model.display()))?;
+        }
+        assign_stable_ids(&mut model);
         let mut optim = GroupedOptimizer::new(&self.optimizer, &mut model, self.model.depth)?;
+        if let Some(point) = &resume_point {
+            optim = optim
+                .load_state_bytes(&point.optimizer, &device)
+                .with_context(|| format!("cannot resume {}", self.out.display()))?;
+        }
 
         // 3. Schedule and the derived values, printed before training starts.
         let n_train = train.images.len();
@@ -156,7 +199,10 @@ impl Job for FinetuneConfig {
             total_steps,
         };
         let run_dir_path = self.out.clone();
-        let mut run = RunDir::create(&run_dir_path, &self)?;
+        let mut run = match &resume_point {
+            Some(point) => RunDir::reopen(&run_dir_path, point.state.metrics_len)?,
+            None => RunDir::create(&run_dir_path, &self)?,
+        };
         println!(
             "finetune {} on {backend}: {} ({:.2} M parameters), {} train images, batch {} x 2 views, \
              {} steps/epoch, {} epochs, lr {:.2e} (warm-up {} steps), loss {:?}, mixing {}",
@@ -173,6 +219,12 @@ impl Job for FinetuneConfig {
             if self.mix.is_some() { "on" } else { "off" },
         );
         println!("run directory: {}", run.path.display());
+        if let Some(point) = &resume_point {
+            println!(
+                "resuming after epoch {} (step {})",
+                point.state.epoch, point.state.step
+            );
+        }
 
         let source = Arc::new(BatchSource {
             images: Arc::new(train.images),
@@ -202,9 +254,17 @@ impl Job for FinetuneConfig {
         let limit = self.max_steps.unwrap_or(usize::MAX).min(total_steps);
         let bar = Progress::new(limit);
         let (mut step, mut best, mut best_epoch) = (0usize, -1.0f64, 0usize);
+        let (mut images_seen, mut first_epoch, mut secs_before) = (0usize, 0usize, 0.0);
+        if let Some(point) = &resume_point {
+            let s = &point.state;
+            (step, best, best_epoch) = (s.step, s.best, s.best_epoch);
+            (images_seen, first_epoch, secs_before) = (s.images_seen, s.epoch + 1, s.train_seconds);
+            for _ in 0..step {
+                bar.inc();
+            }
+        }
         let train_start = Instant::now();
-        let mut images_seen = 0usize;
-        for epoch in 0..self.epochs {
+        for epoch in first_epoch..self.epochs {
             if step >= limit {
                 break;
             }
@@ -229,6 +289,12 @@ impl Job for FinetuneConfig {
                 let mut rng =
                     StdRng::seed_from_u64(self.seed ^ (step as u64).wrapping_mul(0x2545_F491));
                 let plan = self.mix.as_ref().map(|m| m.sample(&mut rng, s, s));
+                // Stochastic depth draws from the backend's generator: seeding it per step makes
+                // the step depend on the step number only (what resuming relies on).
+                B::seed(
+                    &device,
+                    self.seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9),
+                );
 
                 let losses =
                     finetune_loss(&model, images, &batch.targets, plan.as_ref(), &self.loss);
@@ -283,6 +349,22 @@ impl Job for FinetuneConfig {
                 "epoch": epoch, "step": step, "train_loss": train_loss,
                 "val_accuracy": acc, "val_mean_class_accuracy": cm.mean_class_accuracy(),
             }))?;
+            let state = ResumeState {
+                epoch,
+                step,
+                best,
+                best_epoch,
+                metrics_len: run.metrics_len()?,
+                images_seen,
+                train_seconds: secs_before + train_start.elapsed().as_secs_f64(),
+            };
+            resume::save(
+                &run.path,
+                &model,
+                &meta(epoch, acc).to_map(),
+                &optim,
+                &state,
+            )?;
             bar.line(format!(
                 "epoch {epoch:>3}  train loss {train_loss:.4}  {val_name} accuracy {:.2} % (best {:.2} %)",
                 100.0 * acc,
@@ -290,7 +372,7 @@ impl Job for FinetuneConfig {
             ));
         }
         bar.finish();
-        let train_secs = train_start.elapsed().as_secs_f64();
+        let train_secs = secs_before + train_start.elapsed().as_secs_f64();
 
         // 5. Final report on the best checkpoint.
         let best_path = run.path.join("best.safetensors");

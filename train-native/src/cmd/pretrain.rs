@@ -18,7 +18,7 @@ use mimic_core::data::{decode_all, unlabelled_images, DecodedImage, LoadOptions}
 use mimic_core::mae::{load_mae, Mae, MaeConfig, Masking, MAE_CONFIG_KEY};
 use mimic_core::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
 use mimic_core::train::{CosineSchedule, GroupedOptimizer, OptimKind, OptimizerConfig};
-use mimic_core::weights::{TensorMap, CONFIG_KEY};
+use mimic_core::weights::{assign_stable_ids, TensorMap, CONFIG_KEY};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -29,6 +29,7 @@ use crate::cmd::finetune::utc_stamp;
 use crate::pipeline::{BatchSource, EpochBatches};
 use crate::plot::draw_text;
 use crate::progress::Progress;
+use crate::resume::{self, ResumeState};
 use crate::run::{write_json, RunDir};
 
 /// Arguments of `pretrain`. Defaults follow MAE (He et al. 2022): mask ratio 0.75, norm-pix
@@ -37,8 +38,12 @@ use crate::run::{write_json, RunDir};
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Folder of images, searched recursively (png, jpg, bmp, gif, tiff, webp).
-    #[arg(long)]
-    pub data: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Continue the interrupted run in this directory from its last complete epoch, with its
+    /// saved settings (bit-identical to an uninterrupted run on the CPU backend).
+    #[arg(long, conflicts_with_all = ["data", "model", "init", "out"])]
+    pub resume: Option<PathBuf>,
     /// Encoder preset (see `train-native presets`). Default: vit_cpu_patch6_48, or the
     /// architecture stored in --init.
     #[arg(long)]
@@ -82,9 +87,9 @@ pub struct Args {
     /// Final learning rate of the cosine schedule.
     #[arg(long, default_value_t = 0.0)]
     pub min_lr: f64,
-    /// Epochs of linear warm-up.
-    #[arg(long, default_value_t = 2.0)]
-    pub warmup_epochs: f64,
+    /// Epochs of linear warm-up. Default: 2, or a quarter of the epochs when that is less.
+    #[arg(long)]
+    pub warmup_epochs: Option<f64>,
     /// AdamW weight decay (not on biases, norms, position / cls / mask tokens).
     #[arg(long, default_value_t = 0.05)]
     pub weight_decay: f64,
@@ -151,12 +156,29 @@ pub struct PretrainConfig {
     pub workers: usize,
     /// Metrics interval in steps.
     pub log_every: usize,
+    /// Continue the run in `out` (set by `--resume`; not part of config.json).
+    #[serde(skip)]
+    pub resume: bool,
 }
 
 /// Resolves the arguments, then pre-trains on the chosen backend.
 pub fn run(args: Args) -> Result<()> {
     let device = args.device;
-    let config = resolve(args, &utc_stamp())?;
+    let config = match &args.resume {
+        Some(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("--resume {}: cannot read {}", dir.display(), path.display())
+            })?;
+            let mut config: PretrainConfig = serde_json::from_str(&text).with_context(|| {
+                format!("--resume: {} is not a pretrain config", path.display())
+            })?;
+            config.out = dir.clone();
+            config.resume = true;
+            config
+        }
+        None => resolve(args, &utc_stamp())?,
+    };
     dispatch(device, config).map(|_| ())
 }
 
@@ -229,11 +251,11 @@ fn resolve(args: Args, now: &str) -> Result<PretrainConfig> {
     if !(lr > 0.0 && lr.is_finite()) || args.min_lr < 0.0 || args.min_lr > lr {
         bail!("--lr / --blr must give a positive rate and --min-lr lie in [0, lr] (lr {lr})");
     }
-    if args.warmup_epochs < 0.0 || args.warmup_epochs > args.epochs as f64 {
-        bail!(
-            "--warmup-epochs {} must be in [0, epochs]",
-            args.warmup_epochs
-        );
+    let warmup_epochs = args
+        .warmup_epochs
+        .unwrap_or_else(|| (args.epochs as f64 / 4.0).min(2.0));
+    if !(0.0..=args.epochs as f64).contains(&warmup_epochs) {
+        bail!("--warmup-epochs {warmup_epochs} must be in [0, epochs]");
     }
     let optimizer = OptimizerConfig {
         kind: OptimKind::AdamW,
@@ -253,7 +275,7 @@ fn resolve(args: Args, now: &str) -> Result<PretrainConfig> {
     Ok(PretrainConfig {
         model_preset,
         mae,
-        data: args.data,
+        data: args.data.expect("clap requires --data without --resume"),
         init: args.init,
         out: args
             .out
@@ -263,7 +285,7 @@ fn resolve(args: Args, now: &str) -> Result<PretrainConfig> {
         batch: args.batch,
         lr,
         min_lr: args.min_lr,
-        warmup_epochs: args.warmup_epochs,
+        warmup_epochs,
         optimizer,
         augment,
         val_images: args.val_images,
@@ -271,6 +293,7 @@ fn resolve(args: Args, now: &str) -> Result<PretrainConfig> {
         seed: args.seed,
         workers: args.workers,
         log_every: args.log_every,
+        resume: false,
     })
 }
 
@@ -330,11 +353,22 @@ impl Job for PretrainConfig {
             .collect();
         let train: Vec<DecodedImage> = decoded.into_iter().flatten().collect();
 
-        // 2. The model: fresh, or continued from a full checkpoint.
+        // 2. The model: fresh, continued from a full checkpoint, or the state of an
+        //    interrupted run.
+        let resume_point = match self.resume {
+            true => Some(resume::load(&self.out)?),
+            false => None,
+        };
         B::seed(&device, self.seed);
-        let mut model: Mae<B> = match &self.init {
-            None => mae.init(&device)?,
-            Some(path) => {
+        let mut model: Mae<B> = match (&self.init, &resume_point) {
+            (_, Some(point)) => {
+                let map = TensorMap::read(&point.model)?;
+                load_mae::<B>(mae, map, &device)
+                    .with_context(|| format!("cannot resume from {}", point.model.display()))?
+                    .0
+            }
+            (None, None) => mae.init(&device)?,
+            (Some(path), None) => {
                 let map =
                     TensorMap::read(path).with_context(|| format!("--init {}", path.display()))?;
                 let (model, report) = load_mae::<B>(mae, map, &device)
@@ -343,7 +377,13 @@ impl Job for PretrainConfig {
                 model
             }
         };
+        assign_stable_ids(&mut model);
         let mut optim = GroupedOptimizer::new(&self.optimizer, &mut model, mae.encoder.depth)?;
+        if let Some(point) = &resume_point {
+            optim = optim
+                .load_state_bytes(&point.optimizer, &device)
+                .with_context(|| format!("cannot resume {}", self.out.display()))?;
+        }
 
         let n_train = train.len();
         let steps_per_epoch = n_train.div_ceil(self.batch);
@@ -354,7 +394,10 @@ impl Job for PretrainConfig {
             warmup_steps: (self.warmup_epochs * steps_per_epoch as f64).round() as usize,
             total_steps,
         };
-        let mut run = RunDir::create(&self.out, &self)?;
+        let mut run = match &resume_point {
+            Some(point) => RunDir::reopen(&self.out, point.state.metrics_len)?,
+            None => RunDir::create(&self.out, &self)?,
+        };
         println!(
             "pretrain on {backend}: MAE {} ({:.2} M parameters; decoder {} x {} wide), {} of {} \
              patches kept, norm-pix loss {}, batch {}, {} steps/epoch, {} epochs, lr {:.2e} \
@@ -373,6 +416,12 @@ impl Job for PretrainConfig {
             schedule.warmup_steps,
         );
         println!("run directory: {}", run.path.display());
+        if let Some(point) = &resume_point {
+            println!(
+                "resuming after epoch {} (step {})",
+                point.state.epoch, point.state.step
+            );
+        }
 
         let source = Arc::new(BatchSource {
             images: Arc::new(train),
@@ -385,10 +434,18 @@ impl Job for PretrainConfig {
         // 3. The epochs.
         let limit = self.max_steps.unwrap_or(usize::MAX).min(total_steps);
         let bar = Progress::new(limit);
+        let (mut step, mut images_seen, mut first_epoch, mut secs_before) = (0, 0, 0, 0.0);
+        if let Some(point) = &resume_point {
+            let s = &point.state;
+            (step, images_seen) = (s.step, s.images_seen);
+            (first_epoch, secs_before) = (s.epoch + 1, s.train_seconds);
+            for _ in 0..step {
+                bar.inc();
+            }
+        }
         let train_start = Instant::now();
-        let (mut step, mut images_seen) = (0usize, 0usize);
         let mut last_val = f64::NAN;
-        for epoch in 0..self.epochs {
+        for epoch in first_epoch..self.epochs {
             if step >= limit {
                 break;
             }
@@ -448,7 +505,7 @@ impl Job for PretrainConfig {
             let eval = model.valid();
             last_val = held_out_loss(&eval, &val, self.seed, &device);
             let train_loss = sum_loss / n_loss.max(1) as f64;
-            self.save(&run, &model, epoch, last_val)?;
+            let meta = self.save(&run, &model, epoch, last_val)?;
             let last_epoch = epoch + 1 == self.epochs || step >= limit;
             if (epoch + 1) % self.recon_every == 0 || last_epoch {
                 let png = run.path.join(format!("recon-epoch{:03}.png", epoch + 1));
@@ -459,12 +516,22 @@ impl Job for PretrainConfig {
             run.log(serde_json::json!({
                 "epoch": epoch, "step": step, "train_loss": train_loss, "val_loss": last_val,
             }))?;
+            let state = ResumeState {
+                epoch,
+                step,
+                best: last_val,
+                best_epoch: epoch,
+                metrics_len: run.metrics_len()?,
+                images_seen,
+                train_seconds: secs_before + train_start.elapsed().as_secs_f64(),
+            };
+            resume::save(&run.path, &model, &meta, &optim, &state)?;
             bar.line(format!(
                 "epoch {epoch:>3}  train loss {train_loss:.4}  held-out loss {last_val:.4}"
             ));
         }
         bar.finish();
-        let train_secs = train_start.elapsed().as_secs_f64();
+        let train_secs = secs_before + train_start.elapsed().as_secs_f64();
         let report = serde_json::json!({
             "model": self.model_preset,
             "backend": backend,
@@ -495,7 +562,14 @@ impl Job for PretrainConfig {
 impl PretrainConfig {
     /// Writes `full.safetensors` (encoder + decoder, to continue pre-training) and
     /// `encoder.safetensors` (what fine-tuning loads), both atomically.
-    fn save<B: Backend>(&self, run: &RunDir, model: &Mae<B>, epoch: usize, val: f64) -> Result<()> {
+    /// Returns the full checkpoint's metadata.
+    fn save<B: Backend>(
+        &self,
+        run: &RunDir,
+        model: &Mae<B>,
+        epoch: usize,
+        val: f64,
+    ) -> Result<HashMap<String, String>> {
         let encoder_json = serde_json::to_string(&self.mae.encoder()).expect("config serialises");
         let mut meta = HashMap::from([
             (CONFIG_KEY.to_string(), encoder_json),
@@ -506,7 +580,7 @@ impl PretrainConfig {
         let mae_json = serde_json::to_string(&self.mae).expect("config serialises");
         meta.insert(MAE_CONFIG_KEY.into(), mae_json);
         run.save("full", model, &meta)?;
-        Ok(())
+        Ok(meta)
     }
 }
 

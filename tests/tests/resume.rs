@@ -1,0 +1,242 @@
+//! Kill and resume: a `finetune` or `pretrain` run killed with SIGKILL in the middle of an
+//! epoch and resumed with `--resume` ends with bit-identical weights and the same metrics as an
+//! uninterrupted run (CPU backend); broken resume points are refused with the file named.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use mimic_core::weights::TensorMap;
+use mimic_tests::train_native;
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = train_native()
+        .args(args)
+        .output()
+        .expect("train-native runs");
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+/// Starts `args` writing to `out` and kills it with SIGKILL shortly after its first resume
+/// point appears; fails if the run finished before it could be killed.
+fn start_and_kill(args: &[&str], out: &Path) {
+    let mut child: Child = train_native()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("train-native starts");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !out.join("resume.json").exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first epoch"
+        );
+        assert!(Instant::now() < deadline, "no resume point after 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Into the next epoch, so that the killed run leaves partial work behind.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run finished before it could be killed; give it more epochs"
+    );
+    let status = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let _ = child.wait();
+}
+
+/// Every tensor bit for bit, and the metadata.
+fn assert_same_weights(a: &Path, b: &Path) {
+    let (a, b) = (TensorMap::read(a).unwrap(), TensorMap::read(b).unwrap());
+    assert_eq!(a.metadata, b.metadata);
+    assert_eq!(
+        a.tensors.keys().collect::<Vec<_>>(),
+        b.tensors.keys().collect::<Vec<_>>()
+    );
+    for (name, t) in &a.tensors {
+        let u = &b.tensors[name];
+        assert_eq!(t.shape, u.shape, "{name}");
+        let same = t
+            .data
+            .iter()
+            .zip(&u.data)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{name} differs after resuming");
+    }
+}
+
+/// metrics.jsonl without the timing fields, which differ between any two runs.
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("images_per_s");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn killed_finetune_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "finetune",
+            "--model",
+            "vit_toy_patch8_32",
+            "--epochs",
+            "4",
+            "--batch",
+            "64",
+            "--drop-path",
+            "0.1",
+            "--log-every",
+            "5",
+            "--device",
+            "cpu",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.to_str().unwrap().to_string()])
+        .collect()
+    };
+    let a_args = args(&a);
+    let (ok, stdout, stderr) = run(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{stderr}\n{stdout}");
+
+    let b_args = args(&b);
+    start_and_kill(&b_args.iter().map(String::as_str).collect::<Vec<_>>(), &b);
+    assert!(
+        !b.join("report.json").exists(),
+        "the killed run had not finished"
+    );
+    let (ok, stdout, stderr) = run(&[
+        "finetune",
+        "--resume",
+        b.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("resuming after epoch"), "{stdout}");
+
+    for f in ["last.safetensors", "best.safetensors"] {
+        assert_same_weights(&a.join(f), &b.join(f));
+    }
+    assert_eq!(metrics(&a), metrics(&b), "metrics after resuming");
+    let report = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap()
+    };
+    assert_eq!(report(&a)["test"], report(&b)["test"]);
+    assert_eq!(report(&a)["steps"], report(&b)["steps"]);
+}
+
+#[test]
+fn killed_pretrain_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/ferplus-sample/FER2013Train");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "pretrain",
+            "--model",
+            "vit_toy_patch8_32",
+            "--epochs",
+            "4",
+            "--batch",
+            "64",
+            "--lr",
+            "1e-3",
+            "--recon-every",
+            "2",
+            "--log-every",
+            "5",
+            "--device",
+            "cpu",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.to_str().unwrap().to_string()])
+        .collect()
+    };
+    let a_args = args(&a);
+    let (ok, stdout, stderr) = run(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{stderr}\n{stdout}");
+    let b_args = args(&b);
+    start_and_kill(&b_args.iter().map(String::as_str).collect::<Vec<_>>(), &b);
+    let (ok, stdout, stderr) = run(&[
+        "pretrain",
+        "--resume",
+        b.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{stderr}\n{stdout}");
+    for f in ["full.safetensors", "encoder.safetensors"] {
+        assert_same_weights(&a.join(f), &b.join(f));
+    }
+    assert_eq!(metrics(&a), metrics(&b), "metrics after resuming");
+}
+
+#[test]
+fn broken_resume_points_are_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_s = out.to_str().unwrap();
+    let (ok, _, stderr) = run(&["finetune", "--resume", out_s]);
+    assert!(!ok && stderr.contains("config.json"), "{stderr}");
+
+    let (ok, stdout, stderr) = run(&[
+        "finetune",
+        "--model",
+        "vit_toy_patch8_32",
+        "--epochs",
+        "1",
+        "--batch",
+        "64",
+        "--out",
+        out_s,
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{stderr}\n{stdout}");
+    // Other settings with --resume would not continue the same run.
+    let (ok, _, stderr) = run(&["finetune", "--resume", out_s, "--lr", "1"]);
+    assert!(
+        !ok && stderr.contains("--resume takes every setting"),
+        "{stderr}"
+    );
+
+    // A corrupted optimiser state is named, not loaded.
+    let point = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("resume-"))
+        .expect("a resume point")
+        .path();
+    let opt = point.join("optimizer.bin");
+    let mut bytes = std::fs::read(&opt).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    std::fs::write(&opt, &bytes).unwrap();
+    let (ok, _, stderr) = run(&["finetune", "--resume", out_s, "--device", "cpu"]);
+    assert!(!ok && stderr.contains("checksum"), "{stderr}");
+    std::fs::write(&opt, &bytes[..10]).unwrap();
+    let (ok, _, stderr) = run(&["finetune", "--resume", out_s, "--device", "cpu"]);
+    assert!(!ok && stderr.contains("truncated"), "{stderr}");
+    std::fs::remove_file(out.join("resume.json")).unwrap();
+    let (ok, _, stderr) = run(&["finetune", "--resume", out_s, "--device", "cpu"]);
+    assert!(!ok && stderr.contains("no resume point"), "{stderr}");
+}
