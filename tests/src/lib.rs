@@ -64,3 +64,13 @@ pub fn train_native() -> Command {
     );
     Command::new(bin)
 }
+
+/// Runs `train-native` with `args`; returns whether it succeeded, its stdout and its stderr.
+pub fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = train_native()
+        .args(args)
+        .output()
+        .expect("train-native runs");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("train-native prints utf-8");
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}

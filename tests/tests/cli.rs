@@ -1,21 +1,12 @@
 //! The `train-native` binary as a user runs it: predict, inspect, bench, and its errors.
 
-use mimic_tests::{assert_close, fixture, floats, reference, train_native};
-
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = train_native()
-        .args(args)
-        .output()
-        .expect("train-native runs");
-    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8 output");
-    (out.status.success(), text(out.stdout), text(out.stderr))
-}
+use mimic_tests::{assert_close, fixture, floats, reference, run_cli};
 
 #[test]
 fn predict_json_gives_timms_logits() {
     let weights = fixture("vit_toy.safetensors");
     let image = fixture("face32.png");
-    let (ok, stdout, stderr) = run(&[
+    let (ok, stdout, stderr) = run_cli(&[
         "predict",
         "--model",
         "vit_toy_patch8_32",
@@ -49,7 +40,7 @@ fn predict_resizes_and_converts_grey_images() {
     let img = image_gray(48);
     std::fs::write(&path, img).unwrap();
     let weights = fixture("vit_toy.safetensors");
-    let (ok, stdout, stderr) = run(&[
+    let (ok, stdout, stderr) = run_cli(&[
         "predict",
         "--model",
         "vit_toy_patch8_32",
@@ -135,7 +126,7 @@ fn predict_errors_name_the_file() {
     let not_image = dir.path().join("notes.png");
     std::fs::write(&not_image, b"this is not an image").unwrap();
     let weights = fixture("vit_toy.safetensors");
-    let (ok, _, stderr) = run(&[
+    let (ok, _, stderr) = run_cli(&[
         "predict",
         "--model",
         "vit_toy_patch8_32",
@@ -155,7 +146,7 @@ fn predict_errors_name_the_file() {
 
     // A checkpoint of another preset: every mismatch is listed, nothing runs.
     let image = fixture("face224.png");
-    let (ok, _, stderr) = run(&[
+    let (ok, _, stderr) = run_cli(&[
         "predict",
         "--model",
         "vit_tiny_patch16_224",
@@ -172,7 +163,7 @@ fn predict_errors_name_the_file() {
         "{stderr}"
     );
 
-    let (ok, _, stderr) = run(&[
+    let (ok, _, stderr) = run_cli(&[
         "predict",
         "--model",
         "vit_huge",
@@ -189,7 +180,7 @@ fn predict_errors_name_the_file() {
 
 #[test]
 fn inspect_lists_tensors_of_pth_and_safetensors() {
-    let (ok, stdout, stderr) = run(&["inspect", fixture("vit_ti3.pth").to_str().unwrap()]);
+    let (ok, stdout, stderr) = run_cli(&["inspect", fixture("vit_ti3.pth").to_str().unwrap()]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("top-level key 'model'"), "{stdout}");
     assert!(stdout.contains("patch_embed.proj.weight") && stdout.contains("[192, 3, 16, 16]"));
@@ -198,7 +189,7 @@ fn inspect_lists_tensors_of_pth_and_safetensors() {
         "{stdout}"
     );
 
-    let (ok, stdout, _) = run(&["inspect", fixture("vit_toy.safetensors").to_str().unwrap()]);
+    let (ok, stdout, _) = run_cli(&["inspect", fixture("vit_toy.safetensors").to_str().unwrap()]);
     assert!(
         ok && stdout.contains("F32") && stdout.contains("32 tensors"),
         "{stdout}"
@@ -207,7 +198,7 @@ fn inspect_lists_tensors_of_pth_and_safetensors() {
 
 #[test]
 fn bench_prints_figures() {
-    let (ok, stdout, stderr) = run(&[
+    let (ok, stdout, stderr) = run_cli(&[
         "bench",
         "--model",
         "vit_toy_patch8_32",
@@ -236,7 +227,8 @@ fn unavailable_backends_fail_with_one_line() {
     // CI builds the default features (cpu): asking for CUDA must be a clean error either way
     // (no feature, or no driver), never a panic from the driver loader.
     for device in ["cuda", "wgpu"] {
-        let (ok, _, stderr) = run(&["bench", "--model", "vit_toy_patch8_32", "--device", device]);
+        let (ok, _, stderr) =
+            run_cli(&["bench", "--model", "vit_toy_patch8_32", "--device", device]);
         if ok {
             continue; // a machine with that backend and hardware
         }

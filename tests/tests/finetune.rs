@@ -17,7 +17,7 @@ use mimic_core::train::{
     ProjKind, ProjectionHead,
 };
 use mimic_core::weights::{export_safetensors, load_vit, param_shapes, LoadPolicy, TensorMap};
-use mimic_tests::{fixture, train_native};
+use mimic_tests::{fixture, run_cli};
 use rand::SeedableRng;
 
 type B = Autodiff<Flex>;
@@ -219,21 +219,12 @@ fn supcon_matches_the_supcontrast_reference() {
     let _ = LabelMetric::Linf;
 }
 
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = train_native()
-        .args(args)
-        .output()
-        .expect("train-native runs");
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (out.status.success(), text(out.stdout), text(out.stderr))
-}
-
 #[test]
 fn finetune_then_eval_end_to_end_on_the_sample() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let out_s = out.to_str().unwrap();
-    let (ok, stdout, stderr) = run(&[
+    let (ok, stdout, stderr) = run_cli(&[
         "finetune",
         "--max-steps",
         "3",
@@ -266,7 +257,7 @@ fn finetune_then_eval_end_to_end_on_the_sample() {
     assert_eq!(config["optimizer"]["eps"].as_f64().unwrap() as f32, 1e-8);
 
     // A second run into the same directory is refused rather than overwriting it.
-    let (ok, _, stderr) = run(&[
+    let (ok, _, stderr) = run_cli(&[
         "finetune",
         "--max-steps",
         "1",
@@ -279,7 +270,7 @@ fn finetune_then_eval_end_to_end_on_the_sample() {
 
     let best = out.join("best.safetensors");
     let eval_out = dir.path().join("eval");
-    let (ok, stdout, stderr) = run(&[
+    let (ok, stdout, stderr) = run_cli(&[
         "eval",
         "--weights",
         best.to_str().unwrap(),
@@ -317,17 +308,17 @@ fn bad_settings_name_the_flag_or_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("run.toml");
     std::fs::write(&cfg, "epochs = 3\nlearning-rate = 0.1\n").unwrap();
-    let (ok, _, stderr) = run(&["finetune", "--config", cfg.to_str().unwrap()]);
+    let (ok, _, stderr) = run_cli(&["finetune", "--config", cfg.to_str().unwrap()]);
     assert!(
         !ok && stderr.contains("run.toml") && stderr.contains("learning-rate"),
         "{stderr}"
     );
 
-    let (ok, _, stderr) = run(&["finetune", "--lr=-1"]);
+    let (ok, _, stderr) = run_cli(&["finetune", "--lr=-1"]);
     assert!(!ok && stderr.contains("--lr"), "{stderr}");
-    let (ok, _, stderr) = run(&["finetune", "--loss", "focal"]);
+    let (ok, _, stderr) = run_cli(&["finetune", "--loss", "focal"]);
     assert!(!ok && stderr.contains("unknown loss 'focal'"), "{stderr}");
-    let (ok, _, stderr) = run(&[
+    let (ok, _, stderr) = run_cli(&[
         "finetune",
         "--data",
         "/nonexistent/ferplus",
@@ -349,7 +340,7 @@ fn ablate_runs_every_configuration_and_seed() {
     )
     .unwrap();
     let out = dir.path().join("ablation");
-    let (ok, stdout, stderr) = run(&[
+    let (ok, stdout, stderr) = run_cli(&[
         "ablate",
         "--grid",
         grid.to_str().unwrap(),
@@ -370,7 +361,7 @@ fn ablate_runs_every_configuration_and_seed() {
     }
 
     std::fs::write(&grid, "[[run]]\nname = \"x\"\nlos = \"ce\"\n").unwrap();
-    let (ok, _, stderr) = run(&["ablate", "--grid", grid.to_str().unwrap()]);
+    let (ok, _, stderr) = run_cli(&["ablate", "--grid", grid.to_str().unwrap()]);
     assert!(
         !ok && stderr.contains("grid.toml") && stderr.contains("los"),
         "{stderr}"

@@ -11,7 +11,7 @@ use mimic_core::augment::eval_view;
 use mimic_core::data::{decode_all, unlabelled_images, LoadOptions};
 use mimic_core::mae::{MaeConfig, Masking};
 use mimic_core::train::{GroupedOptimizer, OptimKind, OptimizerConfig};
-use mimic_tests::train_native;
+use mimic_tests::run_cli;
 use rand::SeedableRng;
 
 type B = Autodiff<Flex>;
@@ -63,15 +63,6 @@ fn a_few_steps_on_real_images_lower_the_loss() {
     );
 }
 
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = train_native()
-        .args(args)
-        .output()
-        .expect("train-native runs");
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (out.status.success(), text(out.stdout), text(out.stderr))
-}
-
 #[test]
 fn pretrain_then_continue_then_finetune_from_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,7 +91,7 @@ fn pretrain_then_continue_then_finetune_from_it() {
     ];
     let mut args = base.to_vec();
     args.extend(["--epochs", "2", "--out", &out_s]);
-    let (ok, stdout, stderr) = run(&args);
+    let (ok, stdout, stderr) = run_cli(&args);
     assert!(ok, "{stderr}\n{stdout}");
     assert!(stdout.contains("300 images in"), "{stdout}");
     assert!(stdout.contains("292 train, 8 held out"), "{stdout}");
@@ -145,7 +136,7 @@ fn pretrain_then_continue_then_finetune_from_it() {
         more.to_str().unwrap(),
     ]);
     args.extend(["--init", full.to_str().unwrap()]);
-    let (ok, stdout, stderr) = run(&args);
+    let (ok, stdout, stderr) = run_cli(&args);
     assert!(ok, "{stderr}\n{stdout}");
     assert!(
         stdout.contains("init") && stdout.contains("loaded"),
@@ -155,7 +146,7 @@ fn pretrain_then_continue_then_finetune_from_it() {
     let mut args = base.to_vec();
     args.extend(["--epochs", "1", "--out", refused.to_str().unwrap()]);
     args.extend(["--init", encoder.to_str().unwrap()]);
-    let (ok, _, stderr) = run(&args);
+    let (ok, _, stderr) = run_cli(&args);
     assert!(!ok && stderr.contains("encoder only"), "{stderr}");
     assert!(
         !refused.join("config.json").exists(),
@@ -164,7 +155,7 @@ fn pretrain_then_continue_then_finetune_from_it() {
 
     // Fine-tuning from the encoder reports exactly the GAP norm and head as fresh.
     let ft = dir.path().join("ft");
-    let (ok, stdout, stderr) = run(&[
+    let (ok, stdout, stderr) = run_cli(&[
         "finetune",
         "--model",
         "vit_toy_patch8_32",
@@ -195,7 +186,7 @@ fn pretrain_then_continue_then_finetune_from_it() {
 #[test]
 fn bad_pretrain_input_names_the_flag_or_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, _, stderr) = run(&[
+    let (ok, _, stderr) = run_cli(&[
         "pretrain",
         "--data",
         dir.path().join("none").to_str().unwrap(),
@@ -206,19 +197,19 @@ fn bad_pretrain_input_names_the_flag_or_file() {
     );
 
     std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
-    let (ok, _, stderr) = run(&["pretrain", "--data", dir.path().to_str().unwrap()]);
+    let (ok, _, stderr) = run_cli(&["pretrain", "--data", dir.path().to_str().unwrap()]);
     assert!(!ok && stderr.contains("no usable samples"), "{stderr}");
 
     std::fs::write(dir.path().join("broken.png"), b"not a png").unwrap();
-    let (ok, _, stderr) = run(&["pretrain", "--data", dir.path().to_str().unwrap()]);
+    let (ok, _, stderr) = run_cli(&["pretrain", "--data", dir.path().to_str().unwrap()]);
     assert!(!ok && stderr.contains("broken.png"), "{stderr}");
 
     let folder = image_folder();
     let data = folder.to_str().unwrap();
-    let (ok, _, stderr) = run(&["pretrain", "--data", data, "--mask-ratio", "1.0"]);
+    let (ok, _, stderr) = run_cli(&["pretrain", "--data", data, "--mask-ratio", "1.0"]);
     assert!(!ok && stderr.contains("--mask-ratio"), "{stderr}");
-    let (ok, _, stderr) = run(&["pretrain", "--data", data, "--model", "vit_huge"]);
+    let (ok, _, stderr) = run_cli(&["pretrain", "--data", data, "--model", "vit_huge"]);
     assert!(!ok && stderr.contains("unknown model preset"), "{stderr}");
-    let (ok, _, stderr) = run(&["pretrain", "--data", data, "--val-images", "200"]);
+    let (ok, _, stderr) = run_cli(&["pretrain", "--data", data, "--val-images", "200"]);
     assert!(!ok && stderr.contains("--val-images"), "{stderr}");
 }

@@ -7,16 +7,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use mimic_core::weights::TensorMap;
-use mimic_tests::train_native;
-
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = train_native()
-        .args(args)
-        .output()
-        .expect("train-native runs");
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (out.status.success(), text(out.stdout), text(out.stderr))
-}
+use mimic_tests::{run_cli, train_native};
 
 /// Starts `args` writing to `out` and kills it with SIGKILL shortly after its first resume
 /// point appears; fails if the run finished before it could be killed.
@@ -110,7 +101,7 @@ fn killed_finetune_resumes_bit_identically() {
         .collect()
     };
     let a_args = args(&a);
-    let (ok, stdout, stderr) = run(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (ok, stdout, stderr) = run_cli(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(ok, "{stderr}\n{stdout}");
 
     let b_args = args(&b);
@@ -119,7 +110,7 @@ fn killed_finetune_resumes_bit_identically() {
         !b.join("report.json").exists(),
         "the killed run had not finished"
     );
-    let (ok, stdout, stderr) = run(&[
+    let (ok, stdout, stderr) = run_cli(&[
         "finetune",
         "--resume",
         b.to_str().unwrap(),
@@ -172,11 +163,11 @@ fn killed_pretrain_resumes_bit_identically() {
         .collect()
     };
     let a_args = args(&a);
-    let (ok, stdout, stderr) = run(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (ok, stdout, stderr) = run_cli(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(ok, "{stderr}\n{stdout}");
     let b_args = args(&b);
     start_and_kill(&b_args.iter().map(String::as_str).collect::<Vec<_>>(), &b);
-    let (ok, stdout, stderr) = run(&[
+    let (ok, stdout, stderr) = run_cli(&[
         "pretrain",
         "--resume",
         b.to_str().unwrap(),
@@ -195,10 +186,10 @@ fn broken_resume_points_are_refused_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let out_s = out.to_str().unwrap();
-    let (ok, _, stderr) = run(&["finetune", "--resume", out_s]);
+    let (ok, _, stderr) = run_cli(&["finetune", "--resume", out_s]);
     assert!(!ok && stderr.contains("config.json"), "{stderr}");
 
-    let (ok, stdout, stderr) = run(&[
+    let (ok, stdout, stderr) = run_cli(&[
         "finetune",
         "--model",
         "vit_toy_patch8_32",
@@ -213,7 +204,7 @@ fn broken_resume_points_are_refused_with_the_file_named() {
     ]);
     assert!(ok, "{stderr}\n{stdout}");
     // Other settings with --resume would not continue the same run.
-    let (ok, _, stderr) = run(&["finetune", "--resume", out_s, "--lr", "1"]);
+    let (ok, _, stderr) = run_cli(&["finetune", "--resume", out_s, "--lr", "1"]);
     assert!(
         !ok && stderr.contains("--resume takes every setting"),
         "{stderr}"
@@ -231,12 +222,12 @@ fn broken_resume_points_are_refused_with_the_file_named() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xFF;
     std::fs::write(&opt, &bytes).unwrap();
-    let (ok, _, stderr) = run(&["finetune", "--resume", out_s, "--device", "cpu"]);
+    let (ok, _, stderr) = run_cli(&["finetune", "--resume", out_s, "--device", "cpu"]);
     assert!(!ok && stderr.contains("checksum"), "{stderr}");
     std::fs::write(&opt, &bytes[..10]).unwrap();
-    let (ok, _, stderr) = run(&["finetune", "--resume", out_s, "--device", "cpu"]);
+    let (ok, _, stderr) = run_cli(&["finetune", "--resume", out_s, "--device", "cpu"]);
     assert!(!ok && stderr.contains("truncated"), "{stderr}");
     std::fs::remove_file(out.join("resume.json")).unwrap();
-    let (ok, _, stderr) = run(&["finetune", "--resume", out_s, "--device", "cpu"]);
+    let (ok, _, stderr) = run_cli(&["finetune", "--resume", out_s, "--device", "cpu"]);
     assert!(!ok && stderr.contains("no resume point"), "{stderr}");
 }

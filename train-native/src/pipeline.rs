@@ -15,6 +15,7 @@ use mimic_core::data::{
     decode_all, dedup_against, load_split, DatasetKind, DecodedImage, LoadOptions, Split,
 };
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 /// A split with its decoded images, aligned with `split.samples`.
@@ -145,6 +146,27 @@ impl EpochBatches {
             next: 0,
             total,
         }
+    }
+}
+
+impl EpochBatches {
+    /// The batches of one training epoch: every image once, in an order shuffled by the run
+    /// seed and the epoch, cut into batches of `batch` (the last may be smaller), rendered with
+    /// seeds derived from the same two numbers.
+    pub fn epoch(
+        source: &Arc<BatchSource>,
+        batch: usize,
+        seed: u64,
+        epoch: usize,
+        workers: usize,
+    ) -> Self {
+        let mut order: Vec<usize> = (0..source.images.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(
+            seed ^ ((epoch as u64 + 1) * 0x5851_F42D),
+        ));
+        let batches = order.chunks(batch).map(|c| c.to_vec()).collect();
+        let epoch_seed = seed.wrapping_add(1000 * epoch as u64 + 17);
+        Self::start(source.clone(), batches, epoch_seed, workers)
     }
 }
 

@@ -25,6 +25,11 @@ impl Progress {
         }
     }
 
+    /// Continues from `step` (a resumed run).
+    pub fn set_position(&self, step: usize) {
+        self.bar.set_position(step as u64);
+    }
+
     /// One step done.
     pub fn inc(&self) {
         self.bar.inc(1);

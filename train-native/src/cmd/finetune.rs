@@ -13,7 +13,6 @@ use mimic_core::train::{
 };
 use mimic_core::weights::{assign_stable_ids, load_into, load_vit, LoadPolicy, TensorMap};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::backend::{dispatch, DeviceKind, Job};
@@ -259,25 +258,17 @@ impl Job for FinetuneConfig {
             let s = &point.state;
             (step, best, best_epoch) = (s.step, s.best, s.best_epoch);
             (images_seen, first_epoch, secs_before) = (s.images_seen, s.epoch + 1, s.train_seconds);
-            for _ in 0..step {
-                bar.inc();
-            }
+            bar.set_position(step);
         }
         let train_start = Instant::now();
         for epoch in first_epoch..self.epochs {
             if step >= limit {
                 break;
             }
-            let mut order: Vec<usize> = (0..n_train).collect();
-            order.shuffle(&mut StdRng::seed_from_u64(
-                self.seed ^ ((epoch as u64 + 1) * 0x5851_F42D),
-            ));
-            let batches: Vec<Vec<usize>> = order.chunks(self.batch).map(|c| c.to_vec()).collect();
-            let epoch_seed = self.seed.wrapping_add(1000 * epoch as u64 + 17);
             let (mut sum_loss, mut n_loss) = (0.0, 0usize);
             let mut window = (Instant::now(), 0usize);
 
-            for batch in EpochBatches::start(source.clone(), batches, epoch_seed, self.workers) {
+            for batch in EpochBatches::epoch(&source, self.batch, self.seed, epoch, self.workers) {
                 if step >= limit {
                     break; // a --max-steps run still validates and saves this epoch
                 }

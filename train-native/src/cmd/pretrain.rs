@@ -20,7 +20,6 @@ use mimic_core::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
 use mimic_core::train::{CosineSchedule, GroupedOptimizer, OptimKind, OptimizerConfig};
 use mimic_core::weights::{assign_stable_ids, TensorMap, CONFIG_KEY};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
@@ -439,9 +438,7 @@ impl Job for PretrainConfig {
             let s = &point.state;
             (step, images_seen) = (s.step, s.images_seen);
             (first_epoch, secs_before) = (s.epoch + 1, s.train_seconds);
-            for _ in 0..step {
-                bar.inc();
-            }
+            bar.set_position(step);
         }
         let train_start = Instant::now();
         let mut last_val = f64::NAN;
@@ -449,15 +446,9 @@ impl Job for PretrainConfig {
             if step >= limit {
                 break;
             }
-            let mut order: Vec<usize> = (0..n_train).collect();
-            order.shuffle(&mut StdRng::seed_from_u64(
-                self.seed ^ ((epoch as u64 + 1) * 0x5851_F42D),
-            ));
-            let batches: Vec<Vec<usize>> = order.chunks(self.batch).map(|c| c.to_vec()).collect();
-            let epoch_seed = self.seed.wrapping_add(1000 * epoch as u64 + 17);
             let (mut sum_loss, mut n_loss) = (0.0, 0usize);
             let mut window = (Instant::now(), 0usize);
-            for batch in EpochBatches::start(source.clone(), batches, epoch_seed, self.workers) {
+            for batch in EpochBatches::epoch(&source, self.batch, self.seed, epoch, self.workers) {
                 if step >= limit {
                     break;
                 }
