@@ -296,6 +296,62 @@ pub fn positive_mask(labels: &[Vec<f32>], threshold: f32, metric: LabelMetric) -
     mask
 }
 
+/// One mixed sample as MIMIC fine-tuning builds it, with what the contrastive loss decides
+/// about it: see [`mix_sample`].
+#[derive(Debug, Clone)]
+pub struct MixedSample<B: Backend> {
+    /// The mixed image, `[channels, height, width]`, in the value range of the inputs.
+    pub image: Tensor<B, 3>,
+    /// Its soft label `λ·y_first + (1 − λ)·y_second`.
+    pub label: Vec<f32>,
+    /// The distance of that label to the anchor's under the metric.
+    pub distance: f32,
+    /// Whether it is a positive of the anchor at the threshold (inclusive).
+    pub positive: bool,
+}
+
+/// Mixes `images[0]` with `images[1]` as its partner by `plan`, gives the soft label, and
+/// decides whether the result is a positive of a sample labelled `anchor` under the rule of
+/// the mix-supervised contrastive loss.
+///
+/// This runs the training code itself on a one-view batch of two (where sample 0's partner
+/// is sample 1): [`mix_images`], [`mix_targets`] and [`is_positive`]. Figures and the page
+/// call it, so what they show is what training does. The image stays on the device (reading
+/// it back is synchronous on native backends and asynchronous on the web).
+///
+/// # Shapes
+/// - images: two `[channels, height, width]`
+/// - output image: `[channels, height, width]`
+pub fn mix_sample<B: Backend>(
+    images: [Tensor<B, 3>; 2],
+    labels: [&[f32]; 2],
+    plan: &MixPlan,
+    anchor: &[f32],
+    threshold: f32,
+    metric: LabelMetric,
+) -> MixedSample<B> {
+    let [first, second] = images;
+    assert_eq!(
+        first.dims(),
+        second.dims(),
+        "both images of a mixed pair need one shape"
+    );
+    let [c, h, w] = first.dims();
+    let batch = Tensor::stack::<4>(vec![first, second], 0); // [2, channels, height, width]
+    let image = mix_images(batch, plan, 1)
+        .narrow(0, 0, 1)
+        .reshape([c, h, w]);
+
+    let targets = [labels[0].to_vec(), labels[1].to_vec()];
+    let label = mix_targets(&targets, plan.lambda, 1).swap_remove(0);
+    MixedSample {
+        image,
+        distance: metric.distance(&label, anchor),
+        positive: is_positive(&label, anchor, threshold, metric),
+        label,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +473,46 @@ mod tests {
             m,
             [false, true, false, true, false, false, false, false, false]
         );
+    }
+
+    #[test]
+    fn a_mixed_sample_is_the_first_row_of_a_mixed_batch() {
+        let device = Default::default();
+        let a = Tensor::<B, 3>::random([3, 8, 8], Distribution::Default, &device);
+        let b = Tensor::<B, 3>::random([3, 8, 8], Distribution::Default, &device);
+        let (ya, yb) = (one_hot(0, 3), one_hot(2, 3));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let plans = [
+            MixPlan {
+                kind: MixKind::Mixup,
+                lambda: 0.3,
+                cut: None,
+            },
+            cutmix_plan(&mut rng, 0.6, 8, 8),
+        ];
+        for plan in plans {
+            let s = mix_sample(
+                [a.clone(), b.clone()],
+                [&ya, &yb],
+                &plan,
+                &ya,
+                0.5,
+                LabelMetric::Linf,
+            );
+
+            // The same as mixing a view-major batch [a, b, b, a] of two views in training.
+            let batch = Tensor::stack::<4>(vec![a.clone(), b.clone(), b.clone(), a.clone()], 0);
+            let want = mix_images(batch, &plan, 2)
+                .narrow(0, 0, 1)
+                .reshape([3, 8, 8]);
+            s.image.into_data().assert_eq(&want.into_data(), true);
+            let targets = [ya.clone(), yb.clone(), yb.clone(), ya.clone()];
+            assert_eq!(s.label, mix_targets(&targets, plan.lambda, 2)[0]);
+
+            // Anchor a: the share of b is the L∞ distance, positive up to 0.5.
+            let lam = plan.lambda as f32;
+            assert!((s.distance - (1.0 - lam)).abs() < 1e-6, "{}", s.distance);
+            assert_eq!(s.positive, 1.0 - lam <= 0.5);
+        }
     }
 }

@@ -16,6 +16,7 @@ mod progress;
 mod resume;
 mod run;
 mod settings;
+mod tsne;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +47,14 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Measure forward, forward+backward and optimizer-step throughput of a preset.
     Bench(cmd::bench::Args),
+    /// Encoder features of a split, their seeded t-SNE map (PNG + JSON) and class-separation
+    /// scores, for one checkpoint or several side by side.
+    Embed(Box<cmd::embed::Args>),
+    /// A grid of Mixup / CutMix samples with their soft labels and positive/negative status
+    /// against an anchor, made by the training code.
+    MixExamples(Box<cmd::mix_examples::Args>),
+    /// Draw the loss, accuracy and learning-rate curves of a run directory as a PNG.
+    Plot(cmd::plot_run::Args),
     /// List the model presets.
     Presets,
 }
@@ -60,6 +69,9 @@ fn main() {
         Command::Predict(args) => cmd::predict::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Embed(args) => cmd::embed::run(*args),
+        Command::MixExamples(args) => cmd::mix_examples::run(*args),
+        Command::Plot(args) => cmd::plot_run::run(args),
         Command::Presets => {
             for p in mimic_core::model::PRESETS {
                 println!("{:<24} {}", p.name, p.about);

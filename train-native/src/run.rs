@@ -141,15 +141,7 @@ pub fn load_classifier<B: Backend>(
 ) -> Result<Classifier<B>> {
     let map = TensorMap::read(weights)
         .with_context(|| format!("cannot read weights {}", weights.display()))?;
-    let config = match (preset, map.metadata.get(CONFIG_KEY)) {
-        (Some(p), _) => fit_head(VitConfig::preset(p)?, &map),
-        (None, Some(json)) => serde_json::from_str::<VitConfig>(json)
-            .with_context(|| format!("{}: bad {CONFIG_KEY} metadata", weights.display()))?,
-        (None, None) => bail!(
-            "{}: not a mimic checkpoint (no model configuration inside); pass --model <preset>",
-            weights.display()
-        ),
-    };
+    let config = checkpoint_config(&map, weights, preset)?;
     if config.n_classes == 0 {
         bail!(
             "{}: the checkpoint has no classification head (head.weight)",
@@ -208,4 +200,56 @@ pub fn metrics_json(cm: &ConfusionMatrix, labels: &[String]) -> serde_json::Valu
         "labels": labels,
         "confusion_matrix": cm.counts,
     })
+}
+
+/// The architecture of a checkpoint: from our metadata, or a preset (`--model`) completed by
+/// the file's head and final norms.
+fn checkpoint_config(map: &TensorMap, weights: &Path, preset: Option<&str>) -> Result<VitConfig> {
+    Ok(match (preset, map.metadata.get(CONFIG_KEY)) {
+        (Some(p), _) => fit_head(VitConfig::preset(p)?, map),
+        (None, Some(json)) => serde_json::from_str::<VitConfig>(json)
+            .with_context(|| format!("{}: bad {CONFIG_KEY} metadata", weights.display()))?,
+        (None, None) => bail!(
+            "{}: not a mimic checkpoint (no model configuration inside); pass --model <preset>",
+            weights.display()
+        ),
+    })
+}
+
+/// Loads only the encoder of a checkpoint, for features: our fine-tuned checkpoints (their
+/// head and projection head are left unused), our MAE checkpoints (`encoder.safetensors`, or
+/// `full.safetensors` with its decoder left unused) and timm files with `--model`. The pooling is the checkpoint's own (GAP + `fc_norm`
+/// for fine-tuned models, cls + `norm` for MAE encoders).
+pub fn load_encoder<B: Backend>(
+    weights: &Path,
+    preset: Option<&str>,
+    device: &B::Device,
+) -> Result<Vit<B>> {
+    let map = TensorMap::read(weights)
+        .with_context(|| format!("cannot read weights {}", weights.display()))?;
+    let config = checkpoint_config(&map, weights, preset)?;
+    let policy = LoadPolicy {
+        allow_unused: ["head.*", "proj_head.*", "decoder_*", "mask_token"]
+            .map(String::from)
+            .to_vec(),
+        ..LoadPolicy::strict()
+    };
+    let (model, _) = load_vit::<B>(&config.with_n_classes(0), map, &policy, device)
+        .with_context(|| format!("cannot load {}", weights.display()))?;
+    Ok(model)
+}
+
+/// An `f32` as a JSON number with its shortest decimal form (`0.4`, where converting through
+/// `f64` would write `0.4000000059604645`); reading it back as `f32` gives the same value.
+pub fn json_f32(v: f32) -> serde_json::Value {
+    v.to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// [`json_f32`] of each value.
+pub fn json_f32s(values: &[f32]) -> serde_json::Value {
+    values.iter().map(|&v| json_f32(v)).collect()
 }

@@ -2,8 +2,11 @@
 
 pub mod ablate;
 pub mod bench;
+pub mod embed;
 pub mod eval;
 pub mod finetune;
 pub mod inspect;
+pub mod mix_examples;
+pub mod plot_run;
 pub mod predict;
 pub mod pretrain;
