@@ -439,6 +439,9 @@ impl FinetuneConfig {
         if self.epochs == 0 || self.batch == 0 || self.workers == 0 || self.log_every == 0 {
             bail!("--epochs, --batch, --workers and --log-every must be at least 1");
         }
+        if self.max_steps == Some(0) {
+            bail!("--max-steps must be at least 1");
+        }
         if !(self.lr > 0.0 && self.lr.is_finite()) || self.min_lr < 0.0 || self.min_lr > self.lr {
             bail!(
                 "--lr must be positive and --min-lr in [0, lr] (got {} and {})",

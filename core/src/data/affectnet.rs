@@ -56,6 +56,7 @@ pub(crate) fn load(
     root: &Path,
     split: &str,
     opts: &LoadOptions,
+    check_images: bool,
 ) -> crate::Result<Split> {
     let csv_path = root.join(if split == "train" {
         "training.csv"
@@ -67,7 +68,7 @@ pub(crate) fn load(
     let n_classes = classes.len();
 
     let mut columns: Option<Columns> = None;
-    let mut rows = Collector::new(&csv_path, opts);
+    let mut rows = Collector::new(&csv_path, opts).checking_images(check_images);
     for_each_line(&csv_path, |line, text| {
         if text.trim().is_empty() {
             return Ok(());
@@ -101,7 +102,12 @@ pub(crate) fn load(
                 );
                 rows.error(line, why)
             })?;
-        rows.check_unique(line, id)?;
+        // `1/a.jpg`, `./1/a.jpg` and `1\a.jpg` name the same image: compare the cleaned path.
+        let key: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        rows.check_unique(line, &key.join("/"))?;
 
         if let Some(reason) = drop_reason(expression, n_classes) {
             rows.drop_row(reason, id);

@@ -15,6 +15,8 @@ pub(crate) struct Collector<'a> {
     exclude: HashSet<&'a str>,
     /// Id -> the line that first used it.
     seen: HashMap<String, usize>,
+    /// Whether [`Collector::keep`] checks that image files exist.
+    check_images: bool,
     samples: Vec<Sample>,
     dropped: Vec<Dropped>,
 }
@@ -25,9 +27,16 @@ impl<'a> Collector<'a> {
             file,
             exclude: opts.exclude.iter().map(String::as_str).collect(),
             seen: Default::default(),
+            check_images: true,
             samples: Vec::new(),
             dropped: Vec::new(),
         }
+    }
+
+    /// Turns the image-existence check of [`Collector::keep`] on (the default) or off.
+    pub(crate) fn checking_images(mut self, check: bool) -> Self {
+        self.check_images = check;
+        self
     }
 
     /// An error at `line` (1-based) of the label file.
@@ -53,14 +62,14 @@ impl<'a> Collector<'a> {
     }
 
     /// Keeps the sample of a label-file row unless the caller excluded it; a file source must
-    /// exist.
+    /// exist (unless image checks are off).
     pub(crate) fn keep(&mut self, line: usize, sample: Sample) -> crate::Result<()> {
         if self.exclude.contains(sample.id.as_str()) {
             self.drop_row(EXCLUDED_REASON, &sample.id);
             return Ok(());
         }
         if let ImageSource::File(path) = &sample.source {
-            if !path.is_file() {
+            if self.check_images && !path.is_file() {
                 let what = format!(
                     "image {} of \"{}\" does not exist",
                     path.display(),

@@ -11,6 +11,14 @@ use crate::preprocess::RgbF32;
 /// Reason recorded by [`dedup_against`].
 pub const DUPLICATE_REASON: &str = "duplicate of a training image";
 
+/// The largest width or height [`DecodedImage::decode`] accepts; larger images are refused
+/// from their header, before any pixel buffer is allocated.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// The most memory the decoder may allocate for one image (the image crate's default).
+#[cfg(feature = "fs")]
+const MAX_DECODE_BYTES: u64 = 512 << 20;
+
 /// An 8-bit image, grey or RGB, as decoded from a [`Sample`](super::Sample)'s source.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DecodedImage {
@@ -59,7 +67,8 @@ impl DecodedImage {
 
     /// Decodes an image file's bytes: grey (with or without alpha, 8 or 16 bit) becomes one
     /// 8-bit channel, everything else (RGBA, 16-bit, palette, CMYK) 8-bit RGB; alpha is dropped.
-    /// `source` names the image in errors.
+    /// `source` names the image in errors. Images wider or taller than [`MAX_IMAGE_SIDE`] are
+    /// refused from their header, before any pixel buffer is allocated.
     #[cfg(feature = "fs")]
     pub fn decode(bytes: &[u8], source: &str) -> crate::Result<Self> {
         use image::ColorType;
@@ -71,12 +80,40 @@ impl DecodedImage {
         if bytes.is_empty() {
             return Err(fail("the file is empty".into()));
         }
-        let img =
-            image::load_from_memory(bytes).map_err(|e| fail(format!("cannot decode: {e}")))?;
-        let (width, height) = (img.width() as usize, img.height() as usize);
-        if width == 0 || height == 0 {
-            return Err(fail(format!("image has no pixels ({width}x{height})")));
+        let reader = || {
+            image::ImageReader::new(std::io::Cursor::new(bytes))
+                .with_guessed_format()
+                .map_err(|e| fail(format!("cannot decode: {e}")))
+        };
+        // The header alone gives the size: refuse huge images before anything is allocated.
+        let (w, h) = reader()?
+            .into_dimensions()
+            .map_err(|e| fail(format!("cannot decode: {e}")))?;
+        if w == 0 || h == 0 {
+            return Err(fail(format!("image has no pixels ({w}x{h})")));
         }
+        if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+            return Err(fail(format!(
+                "image is {w}x{h} pixels; images over {MAX_IMAGE_SIDE} pixels a side are refused"
+            )));
+        }
+        let mut reader = reader()?;
+        if reader.format() == Some(image::ImageFormat::Jpeg) {
+            jpeg_complete(bytes).map_err(fail)?;
+        }
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_IMAGE_SIDE);
+        limits.max_image_height = Some(MAX_IMAGE_SIDE);
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        reader.limits(limits);
+        let img = reader.decode().map_err(|e| match e {
+            image::ImageError::Limits(_) => fail(format!(
+                "image is {w}x{h} pixels; decoding it needs more than the {} MiB allowed per image",
+                MAX_DECODE_BYTES >> 20
+            )),
+            e => fail(format!("cannot decode: {e}")),
+        })?;
+        let (width, height) = (img.width() as usize, img.height() as usize);
         let grey = matches!(
             img.color(),
             ColorType::L8 | ColorType::L16 | ColorType::La8 | ColorType::La16
@@ -92,6 +129,90 @@ impl DecodedImage {
             channels,
             pixels,
         })
+    }
+}
+
+/// Checks that JPEG data runs to its end-of-image marker and holds enough coded data for its
+/// size. JPEG decoders fill the missing part of a cut-off scan with grey and report success;
+/// a truncated file must fail instead. Walks the marker segments (skipped by their lengths)
+/// and the entropy-coded data after each start-of-scan; anything else malformed is left to
+/// the decoder to report.
+///
+/// The size check is a lower bound that no valid file breaks: in a Huffman-coded frame the
+/// component at full resolution has one 8x8 block per 8x8 pixels, and each block takes at
+/// least one bit (its DC code). A few bytes claiming a huge image are refused before the
+/// decoder allocates it.
+#[cfg(feature = "fs")]
+fn jpeg_complete(bytes: &[u8]) -> Result<(), String> {
+    const TRUNCATED: &str = "the JPEG data ends before its end-of-image marker (a truncated file)";
+    let n = bytes.len();
+    let mut i = 2; // after the start-of-image marker
+    let mut frame: Option<(u64, u64)> = None; // width, height of a Huffman-coded frame
+    let mut coded = 0u64; // bytes of entropy-coded data
+    loop {
+        if i >= n {
+            return Err(TRUNCATED.into());
+        }
+        if bytes[i] != 0xFF {
+            return Ok(()); // not a marker where one belongs: the decoder will say what is wrong
+        }
+        while i < n && bytes[i] == 0xFF {
+            i += 1; // fill bytes
+        }
+        let Some(&marker) = bytes.get(i) else {
+            return Err(TRUNCATED.into());
+        };
+        i += 1;
+        match marker {
+            0xD9 => {
+                if let Some((w, h)) = frame {
+                    if coded * 8 < w.div_ceil(8) * h.div_ceil(8) {
+                        return Err(format!(
+                            "the JPEG data holds {coded} bytes of image data, too few for \
+                             {w}x{h} pixels (a truncated or corrupt file)"
+                        ));
+                    }
+                }
+                return Ok(());
+            }
+            0x01 | 0xD0..=0xD8 => continue, // markers without a length
+            _ => {}
+        }
+        let Some(len) = bytes.get(i..i + 2) else {
+            return Err(TRUNCATED.into());
+        };
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        if len < 2 {
+            return Ok(());
+        }
+        if (0xC0..=0xC3).contains(&marker) && len >= 7 {
+            if let Some(dims) = bytes.get(i + 3..i + 7) {
+                let h = u64::from(u16::from_be_bytes([dims[0], dims[1]]));
+                let w = u64::from(u16::from_be_bytes([dims[2], dims[3]]));
+                frame = Some((w, h));
+            }
+        }
+        i += len;
+        if i > n {
+            return Err(TRUNCATED.into());
+        }
+        if marker == 0xDA {
+            // Entropy-coded data: up to the next 0xFF that starts a marker other than a
+            // stuffed zero or a restart marker.
+            let start = i;
+            loop {
+                let Some(k) = bytes[i..].iter().position(|&b| b == 0xFF) else {
+                    return Err(TRUNCATED.into());
+                };
+                i += k;
+                match bytes.get(i + 1) {
+                    None => return Err(TRUNCATED.into()),
+                    Some(0x00 | 0xD0..=0xD7) => i += 2,
+                    Some(_) => break,
+                }
+            }
+            coded += (i - start) as u64;
+        }
     }
 }
 

@@ -158,7 +158,12 @@ mod loader {
     ];
 
     /// Reads `FER2013{Train,Valid,Test}/label.csv` under `root` or `root/data`.
-    pub(crate) fn load(root: &Path, split: &str, opts: &LoadOptions) -> crate::Result<Split> {
+    pub(crate) fn load(
+        root: &Path,
+        split: &str,
+        opts: &LoadOptions,
+        check_images: bool,
+    ) -> crate::Result<Split> {
         let folder_name = match split {
             "train" => "FER2013Train",
             "valid" => "FER2013Valid",
@@ -173,7 +178,7 @@ mod loader {
             })?;
         let label_path = folder.join("label.csv");
 
-        let mut rows = Collector::new(&label_path, opts);
+        let mut rows = Collector::new(&label_path, opts).checking_images(check_images);
         for_each_line(&label_path, |line, text| {
             if text.trim().is_empty() {
                 return Ok(());

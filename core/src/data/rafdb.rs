@@ -12,11 +12,16 @@ use super::{
 
 /// Reads the `split` rows of `EmoLabel/list_patition_label.txt`; the other split's rows are
 /// checked too (names are unique across the file) but not counted.
-pub(crate) fn load(root: &Path, split: &str, opts: &LoadOptions) -> crate::Result<Split> {
+pub(crate) fn load(
+    root: &Path,
+    split: &str,
+    opts: &LoadOptions,
+    check_images: bool,
+) -> crate::Result<Split> {
     let label_path = root.join("EmoLabel").join("list_patition_label.txt");
     let image_dir = root.join("Image").join("aligned");
 
-    let mut rows = Collector::new(&label_path, opts);
+    let mut rows = Collector::new(&label_path, opts).checking_images(check_images);
     for_each_line(&label_path, |line, text| {
         let fields: Vec<&str> = text.split_whitespace().collect();
         if fields.is_empty() {

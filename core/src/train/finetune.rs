@@ -187,10 +187,23 @@ impl MimicLossConfig {
                 self.tau
             )));
         }
-        if self.lambda_c < 0.0 || !(0.0..1.0).contains(&self.smoothing) || self.threshold < 0.0 {
+        if self.lambda_c < 0.0 || !(0.0..1.0).contains(&self.smoothing) {
             return Err(Error::Config(
-                "lambda-c and threshold must be >= 0 and smoothing in [0, 1)".into(),
+                "lambda-c must be >= 0 and smoothing in [0, 1)".into(),
             ));
+        }
+        // Distances between probability vectors lie in [0, 1] (L∞) or [0, 2] (L1); a threshold
+        // at or above the top makes every pair a positive.
+        let top = match self.metric {
+            LabelMetric::Linf => 1.0,
+            LabelMetric::L1 => 2.0,
+        };
+        if !(self.threshold >= 0.0 && self.threshold < top) {
+            return Err(Error::Config(format!(
+                "threshold {} must be in [0, {top}) for the {:?} label distance (at {top} every \
+                 pair would be a positive)",
+                self.threshold, self.metric
+            )));
         }
         Ok(())
     }

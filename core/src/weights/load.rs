@@ -91,9 +91,56 @@ pub fn load_vit<B: Backend>(
     policy: &LoadPolicy,
     device: &B::Device,
 ) -> Result<(Vit<B>, LoadReport)> {
+    config.validate()?;
+    // A configuration far larger than the file (e.g. from a checkpoint's own metadata) could
+    // never load: refuse it before its parameters are allocated.
+    let (want, have) = (expected_values(config), file_values(&map));
+    if want > 2 * have + SIZE_SLACK {
+        return Err(Error::WeightMismatch {
+            source_name: map.source.clone(),
+            details: format!(
+                "  the model has {want} parameters but the file holds only {have} values \
+                 (img_size {}, patch_size {}, d_model {}, depth {}, {} classes)",
+                config.img_size, config.patch_size, config.d_model, config.depth, config.n_classes
+            ),
+        });
+    }
     let mut model = config.init::<B>(device)?;
     let report = load_into(&mut model, map, policy, device)?;
     Ok((model, report))
+}
+
+/// Parameters a model may have beyond twice the file's values before [`load_vit`] refuses it
+/// unallocated: room for a fresh head and a resized position table.
+const SIZE_SLACK: u128 = 1 << 24;
+
+/// The number of parameters of a [`Vit`] built from `c`, computed without building it.
+fn expected_values(c: &VitConfig) -> u128 {
+    let [img, patch, d, depth, chans, classes] = [
+        c.img_size,
+        c.patch_size,
+        c.d_model,
+        c.depth,
+        c.in_chans,
+        c.n_classes,
+    ]
+    .map(|v| v as u128);
+    let hidden = c.d_hidden() as u128;
+    let grid = img / patch.max(1);
+    let embed = d * chans * patch * patch + d + d + (1 + grid * grid) * d;
+    let block =
+        4 * d + (3 * d * d + 3 * d) + (d * d + d) + (hidden * d + hidden) + (d * hidden + d);
+    let head = if classes > 0 {
+        classes * d + classes
+    } else {
+        0
+    };
+    embed + depth * block + 2 * d + head
+}
+
+/// The number of values a map holds.
+fn file_values(map: &TensorMap) -> u128 {
+    map.tensors.values().map(|t| t.data.len() as u128).sum()
 }
 
 /// Loads `map` into an existing module under `policy` (see [`load_vit`]).
@@ -239,8 +286,14 @@ fn resize_grid(have: &[usize], want: &[usize], data: &[f32]) -> Option<Vec<f32>>
 /// Completes a preset's configuration from a checkpoint: the number of classes from
 /// `head.weight` (none without a head) and the pooling from which final norm the file has
 /// (`fc_norm` means GAP, `norm` alone means cls), as timm lays them out.
+///
+/// A `head.weight` without dimensions (not a timm head) counts as one class, so that the strict
+/// load that follows names its shape instead of the head being silently dropped.
 pub fn fit_head(config: VitConfig, map: &TensorMap) -> VitConfig {
-    let n_classes = map.tensors.get("head.weight").map_or(0, |t| t.shape[0]);
+    let n_classes = map
+        .tensors
+        .get("head.weight")
+        .map_or(0, |t| t.shape.first().copied().unwrap_or(1));
     let pool = if map.tensors.contains_key("fc_norm.weight") {
         crate::model::Pool::Gap
     } else if map.tensors.contains_key("norm.weight") {

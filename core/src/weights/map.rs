@@ -39,6 +39,22 @@ impl TensorMap {
             path: source.to_string(),
             reason,
         };
+        // The first 8 bytes give the header length; say plainly when the file cannot hold it.
+        let Some(len_bytes) = bytes.first_chunk::<8>() else {
+            return Err(fail(format!(
+                "the file is {} bytes, too short for the 8-byte header length of a safetensors \
+                 file",
+                bytes.len()
+            )));
+        };
+        let header_len = u64::from_le_bytes(*len_bytes);
+        let rest = bytes.len() as u64 - 8;
+        if header_len > rest {
+            return Err(fail(format!(
+                "the header length field says {header_len} bytes but only {rest} follow it \
+                 (a truncated file, or not a safetensors file)"
+            )));
+        }
         let st = SafeTensors::deserialize(bytes).map_err(|e| fail(format!("{e}")))?;
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fail(format!("{e}")))?;
 
@@ -77,8 +93,22 @@ impl TensorMap {
     }
 
     /// Reads a PyTorch checkpoint file (zip or legacy pickle format).
+    ///
+    /// A malformed file that makes the pickle reader panic (burn-store 0.21 overflows on some
+    /// storage sizes) is an error like any other: the panic is contained and not printed.
     #[cfg(feature = "fs")]
     pub fn read_pytorch(path: &std::path::Path) -> Result<Self> {
+        let source = path.display().to_string();
+        contain_panics(|| Self::read_pytorch_unguarded(path)).unwrap_or_else(|panic| {
+            Err(Error::WeightFormat {
+                path: source,
+                reason: format!("malformed PyTorch file: the reader failed ({panic})"),
+            })
+        })
+    }
+
+    #[cfg(feature = "fs")]
+    fn read_pytorch_unguarded(path: &std::path::Path) -> Result<Self> {
         use burn_store::pytorch::PytorchReader;
         let source = path.display().to_string();
         let fail = |reason: String| Error::WeightFormat {
@@ -96,6 +126,29 @@ impl TensorMap {
                 fail(msg)
             }
         })?;
+        // The reader pads a tensor whose bytes are missing with zeros, and allocates whatever a
+        // shape claims: refuse any tensor larger than all the tensor data the file holds.
+        let data_bytes = match reader.metadata().total_data_size {
+            Some(n) => n as u64,
+            None => std::fs::metadata(path).map_or(u64::MAX, |m| m.len()),
+        };
+        for (name, snap) in reader.tensors() {
+            let dims: &[usize] = &snap.shape;
+            let needed = dims
+                .iter()
+                .try_fold(snap.dtype.size() as u64, |n, &d| n.checked_mul(d as u64));
+            match needed {
+                Some(n) if n <= data_bytes => {}
+                _ => {
+                    return Err(fail(format!(
+                        "tensor '{name}' of shape {dims:?} ({:?}) needs {} bytes but the file \
+                         holds only {data_bytes} bytes of tensor data (truncated or inconsistent)",
+                        snap.dtype,
+                        needed.map_or("more than 2^64".to_string(), |n| n.to_string())
+                    )))
+                }
+            }
+        }
         Self::from_snapshots(reader.into_tensors(), &source)
     }
 
@@ -113,9 +166,10 @@ impl TensorMap {
                 reason: "the file is empty".into(),
             });
         }
-        // PyTorch files are zip archives (PK..) or legacy pickles (0x80 protocol byte);
-        // safetensors start with an 8-byte little-endian header length.
-        if bytes.starts_with(b"PK") || bytes[0] == 0x80 {
+        // Safetensors start with an 8-byte little-endian header length and a JSON header; its
+        // first byte may well be 0x80 or "PK", so it is recognised first. PyTorch files are zip
+        // archives (PK..) or legacy pickles (0x80 protocol byte).
+        if !looks_like_safetensors(&bytes) && (bytes.starts_with(b"PK") || bytes[0] == 0x80) {
             Self::read_pytorch(path)
         } else {
             Self::from_safetensors_bytes(&bytes, &source)
@@ -206,6 +260,51 @@ impl TensorMap {
     /// True when the map holds no tensor.
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
+    }
+}
+
+/// Runs `f`, turning a panic inside it into `Err` with the panic's message, which is not
+/// printed. For third-party parsers fed untrusted files.
+///
+/// Installs, once, a panic hook that stays silent while this thread is inside `f` and hands
+/// every other panic to the hook that was there before.
+#[cfg(feature = "fs")]
+fn contain_panics<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    use std::cell::Cell;
+    thread_local! {
+        static CONTAINED: Cell<bool> = const { Cell::new(false) };
+    }
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CONTAINED.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let outer = CONTAINED.with(|c| c.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINED.with(|c| c.set(outer));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
+}
+
+/// True when `bytes` begin as a safetensors file does: a header length that fits in the file,
+/// then the `{` that opens the JSON header.
+#[cfg(feature = "fs")]
+fn looks_like_safetensors(bytes: &[u8]) -> bool {
+    match bytes.first_chunk::<8>() {
+        Some(len) => {
+            let header_len = u64::from_le_bytes(*len);
+            header_len >= 2 && header_len <= bytes.len() as u64 - 8 && bytes[8] == b'{'
+        }
+        None => false,
     }
 }
 

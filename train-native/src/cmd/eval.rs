@@ -66,6 +66,10 @@ impl Job for Args {
         let kind = DatasetKind::parse(&self.dataset)?;
         let clf =
             load_classifier::<B::InnerBackend>(&self.weights, self.model.as_deref(), &device)?;
+        // Data sets with fixed classes are checked before any image is read.
+        if let Some(classes) = kind.classes() {
+            check_classes(&self.weights, &clf.labels, kind, classes)?;
+        }
         let options = LoadOptions {
             ferplus_mode: FerPlusMode::Majority,
             exclude: self.exclude.clone(),
@@ -76,15 +80,7 @@ impl Job for Args {
                 .context("--dedup needs the train split")?;
             pipeline::dedup(&mut split, &train);
         }
-        if split.split.classes != clf.labels {
-            bail!(
-                "{}: the checkpoint's classes {:?} differ from {}'s {:?}",
-                self.weights.display(),
-                clf.labels,
-                kind,
-                split.split.classes
-            );
-        }
+        check_classes(&self.weights, &clf.labels, kind, &split.split.classes)?;
         if !self.json {
             println!("{}", split.split.report());
         }
@@ -130,4 +126,30 @@ impl Job for Args {
         );
         Ok(())
     }
+}
+
+/// Refuses a checkpoint whose classes (names, count or order) are not the data set's.
+fn check_classes<S: AsRef<str>>(
+    weights: &std::path::Path,
+    labels: &[String],
+    kind: DatasetKind,
+    classes: &[S],
+) -> Result<()> {
+    let classes: Vec<&str> = classes.iter().map(AsRef::as_ref).collect();
+    if labels
+        .iter()
+        .map(String::as_str)
+        .eq(classes.iter().copied())
+    {
+        return Ok(());
+    }
+    bail!(
+        "{}: the checkpoint has {} classes [{}] but {kind} has {} [{}]; evaluate it on the data \
+         set it was trained on",
+        weights.display(),
+        labels.len(),
+        labels.join(", "),
+        classes.len(),
+        classes.join(", ")
+    )
 }

@@ -139,9 +139,19 @@ impl Job for FinetuneConfig {
             false => None,
         };
         train.split.ensure_same_classes(&val.split)?;
+        if let Some(t) = &test {
+            train.split.ensure_same_classes(&t.split)?;
+        }
         if self.dedup {
             for held in std::iter::once(&mut val).chain(test.as_mut()) {
-                pipeline::dedup(held, &train);
+                let dropped = pipeline::dedup(held, &train);
+                if held.images.is_empty() {
+                    bail!(
+                        "the {} split is empty after dropping {dropped} images identical to \
+                         training images (--dedup); nothing is left to evaluate on",
+                        held.split.split
+                    );
+                }
             }
         }
         for s in std::iter::once(&train).chain([&val]).chain(test.as_ref()) {
