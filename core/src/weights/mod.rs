@@ -15,4 +15,6 @@ pub use load::{
     fit_head, labels_of, load_into, load_vit, LoadPolicy, LoadReport, CONFIG_KEY, LABELS_KEY,
 };
 pub use map::{HostTensor, TensorMap};
-pub use visit::{assign_stable_ids, join, param_shapes, Layout, ParamVisitor, VisitParams};
+pub use visit::{
+    assign_stable_ids, first_non_finite, join, param_shapes, Layout, ParamVisitor, VisitParams,
+};

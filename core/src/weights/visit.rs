@@ -143,6 +143,28 @@ pub fn assign_stable_ids<B: Backend, M: VisitParams<B>>(module: &mut M) {
     module.visit_params("", &mut Ids);
 }
 
+/// The name of the first parameter holding a NaN or an infinity, if any: a run checks this
+/// before it writes a checkpoint, so a step that produced non-finite gradients (and thus
+/// weights) with a finite loss never overwrites a good checkpoint.
+pub fn first_non_finite<B: Backend, M: VisitParams<B>>(module: &mut M) -> Option<String> {
+    struct Find(Option<String>);
+    impl<B: Backend> ParamVisitor<B> for Find {
+        fn visit<const D: usize>(&mut self, name: &str, _: Layout, p: &mut Param<Tensor<B, D>>) {
+            if self.0.is_none() {
+                let finite = burn::tensor::cast::ToElement::to_bool(
+                    &p.val().is_finite().all().into_scalar(),
+                );
+                if !finite {
+                    self.0 = Some(name.to_string());
+                }
+            }
+        }
+    }
+    let mut find = Find(None);
+    module.visit_params("", &mut find);
+    find.0
+}
+
 /// Lists `(name, PyTorch shape)` of every parameter of a module.
 pub fn param_shapes<B: Backend, M: VisitParams<B>>(module: &mut M) -> Vec<(String, Vec<usize>)> {
     struct Shapes(Vec<(String, Vec<usize>)>);
@@ -163,4 +185,26 @@ pub fn param_shapes<B: Backend, M: VisitParams<B>>(module: &mut M) -> Vec<(Strin
     let mut s = Shapes(Vec::new());
     module.visit_params("", &mut s);
     s.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::VitConfig;
+    use burn::backend::Flex;
+
+    #[test]
+    fn non_finite_parameters_are_named() {
+        let device = Default::default();
+        let mut model = VitConfig::preset("vit_toy_patch8_32")
+            .unwrap()
+            .init::<Flex>(&device)
+            .unwrap();
+        assert_eq!(first_non_finite(&mut model), None);
+        let mut values = vec![0.0f32; 64];
+        values[7] = f32::INFINITY;
+        let bad = Tensor::from_data(burn::tensor::TensorData::new(values, [1, 1, 64]), &device);
+        model.cls_token = Param::from_tensor(bad);
+        assert_eq!(first_non_finite(&mut model).as_deref(), Some("cls_token"));
+    }
 }

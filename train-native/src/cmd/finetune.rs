@@ -11,7 +11,9 @@ use mimic_core::data::{DatasetKind, LoadOptions};
 use mimic_core::train::{
     finetune_loss, CosineSchedule, GroupedOptimizer, MimicModel, ProjectionHead,
 };
-use mimic_core::weights::{assign_stable_ids, load_into, load_vit, LoadPolicy, TensorMap};
+use mimic_core::weights::{
+    assign_stable_ids, first_non_finite, load_into, load_vit, LoadPolicy, TensorMap,
+};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -336,6 +338,15 @@ impl Job for FinetuneConfig {
             }
 
             // End of epoch: validate, checkpoint last and best.
+            // A finite loss can still come with non-finite gradients: never save such weights.
+            if let Some(name) = first_non_finite(&mut model) {
+                bar.abandon();
+                bail!(
+                    "non-finite values in {name} after step {step} (epoch {epoch}); stopped \
+                     without saving. The last good checkpoint is {}",
+                    run.path.join("last.safetensors").display()
+                );
+            }
             let eval_model = model.encoder.valid();
             let cm = evaluate(&eval_model, &val.images, &val_labels, 256, &device);
             let acc = cm.accuracy();

@@ -18,7 +18,7 @@ use mimic_core::data::{decode_all, unlabelled_images, DecodedImage, LoadOptions}
 use mimic_core::mae::{load_mae, Mae, MaeConfig, Masking, MAE_CONFIG_KEY};
 use mimic_core::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
 use mimic_core::train::{CosineSchedule, GroupedOptimizer, OptimKind, OptimizerConfig};
-use mimic_core::weights::{assign_stable_ids, TensorMap, CONFIG_KEY};
+use mimic_core::weights::{assign_stable_ids, first_non_finite, TensorMap, CONFIG_KEY};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -493,6 +493,15 @@ impl Job for PretrainConfig {
             }
 
             // End of epoch: held-out loss with a fixed masking, checkpoints, maybe a grid.
+            // A finite loss can still come with non-finite gradients: never save such weights.
+            if let Some(name) = first_non_finite(&mut model) {
+                bar.abandon();
+                bail!(
+                    "non-finite values in {name} after step {step} (epoch {epoch}); stopped \
+                     without saving. The last good checkpoint is {}",
+                    run.path.join("full.safetensors").display()
+                );
+            }
             let eval = model.valid();
             last_val = held_out_loss(&eval, &val, self.seed, &device);
             let train_loss = sum_loss / n_loss.max(1) as f64;
