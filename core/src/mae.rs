@@ -89,6 +89,7 @@ impl MaeConfig {
             ));
         }
         if self.decoder_depth == 0
+            || self.decoder_dim == 0
             || self.decoder_heads == 0
             || !self.decoder_dim.is_multiple_of(self.decoder_heads)
             || !self.decoder_dim.is_multiple_of(4)
@@ -340,8 +341,13 @@ impl<B: Backend> Mae<B> {
         let n_masked = n_patches + 1 - n_tokens;
         let cls = x.clone().narrow(1, 0, 1);
         let tokens = x.narrow(1, 1, n_tokens - 1);
-        let masked = self.mask_token.val().expand([batch, n_masked, dd]);
-        let shuffled = Tensor::cat(vec![tokens, masked], 1); // [batch, n_patches, dd]
+        let shuffled = match n_masked {
+            0 => tokens, // mask ratio 0: every patch was kept
+            _ => {
+                let masked = self.mask_token.val().expand([batch, n_masked, dd]);
+                Tensor::cat(vec![tokens, masked], 1) // [batch, n_patches, dd]
+            }
+        };
         let ordered = gather_rows(shuffled, masking.restore_rows(), n_patches);
         let mut x = Tensor::cat(vec![cls, ordered], 1) + self.decoder_pos_embed.val();
         for block in &self.decoder_blocks {
@@ -610,10 +616,32 @@ mod tests {
     }
 
     #[test]
+    fn mask_ratio_zero_keeps_every_patch() {
+        let device = Default::default();
+        let config = MaeConfig::for_preset("vit_toy_patch8_32")
+            .unwrap()
+            .with_mask_ratio(0.0);
+        let mae: Mae<B> = config.init(&device).unwrap();
+        let images = Tensor::<B, 4>::random([2, 3, 32, 32], Distribution::Default, &device);
+        let masking = mae.random_masking(&mut StdRng::seed_from_u64(2), 2);
+        assert_eq!(masking.len_keep, 16);
+        let out = mae.forward(images, &masking);
+        assert_eq!(out.pred.dims(), [2, 16, 192]);
+        // Nothing is removed, so the loss over removed patches is 0.
+        assert_eq!(out.loss.into_scalar(), 0.0);
+    }
+
+    #[test]
     fn bad_configs_are_refused() {
         let base = MaeConfig::for_preset("vit_toy_patch8_32").unwrap();
         assert!(base.clone().with_mask_ratio(1.0).validate().is_err());
         assert!(base.clone().with_mask_ratio(0.99).validate().is_err()); // keeps 0 of 16
+        assert!(MaeConfig {
+            decoder_dim: 0,
+            ..base.clone()
+        }
+        .validate()
+        .is_err());
         assert!(MaeConfig {
             decoder_heads: 3,
             ..base.clone()

@@ -212,4 +212,11 @@ fn bad_pretrain_input_names_the_flag_or_file() {
     assert!(!ok && stderr.contains("unknown model preset"), "{stderr}");
     let (ok, _, stderr) = run_cli(&["pretrain", "--data", data, "--val-images", "200"]);
     assert!(!ok && stderr.contains("--val-images"), "{stderr}");
+    let (ok, _, stderr) = run_cli(&["pretrain", "--data", data, "--val-images", "0"]);
+    assert!(!ok && stderr.contains("--val-images"), "{stderr}");
+    let (ok, _, stderr) = run_cli(&["pretrain", "--data", data, "--decoder-dim", "0"]);
+    assert!(!ok && stderr.contains("--decoder-dim"), "{stderr}");
+    // --resume takes the saved settings; another setting with it is a usage error.
+    let (ok, _, stderr) = run_cli(&["pretrain", "--resume", data, "--epochs", "3"]);
+    assert!(!ok && stderr.contains("--epochs"), "{stderr}");
 }

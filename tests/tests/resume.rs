@@ -209,6 +209,10 @@ fn broken_resume_points_are_refused_with_the_file_named() {
         !ok && stderr.contains("--resume takes every setting"),
         "{stderr}"
     );
+    // A finished run is not resumed (its report would be rewritten).
+    let (ok, _, stderr) = run_cli(&["finetune", "--resume", out_s, "--device", "cpu"]);
+    assert!(!ok && stderr.contains("the run is finished"), "{stderr}");
+    std::fs::remove_file(out.join("report.json")).unwrap(); // as if killed after the last epoch
 
     // A corrupted optimiser state is named, not loaded.
     let point = std::fs::read_dir(&out)

@@ -84,6 +84,12 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B> + VisitParams<B> + Clone>(
 
 /// Reads the current resume point of `run`.
 pub fn load(run: &Path) -> Result<ResumePoint> {
+    if run.join("report.json").exists() {
+        bail!(
+            "--resume {}: the run is finished (report.json exists); nothing to resume",
+            run.display()
+        );
+    }
     let pointer_path = run.join("resume.json");
     let text = std::fs::read_to_string(&pointer_path).with_context(|| {
         format!(

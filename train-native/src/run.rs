@@ -29,8 +29,17 @@ impl RunDir {
     /// Creates the directory (refusing one that already holds a run) and writes `config.json`.
     pub fn create(path: &Path, config: &impl Serialize) -> Result<Self> {
         if path.join("config.json").exists() {
+            if !path.join("report.json").exists() && !path.join("resume.json").exists() {
+                bail!(
+                    "{} holds an interrupted run that stopped before its first resume point \
+                     (config.json but no resume.json): delete the folder to start again, or \
+                     choose another --out",
+                    path.display()
+                );
+            }
             bail!(
-                "{} already holds a run (config.json exists); choose another --out",
+                "{} already holds a run (config.json exists); choose another --out, or \
+                 --resume it if it was interrupted",
                 path.display()
             );
         }

@@ -30,12 +30,12 @@ impl LoadPolicy {
     /// Initialising a classifier from a pre-trained encoder (an MAE release, our MAE
     /// checkpoint, a timm model with another head): the head and `fc_norm` may be missing
     /// (as MAE's fine-tuning asserts), and the encoder's final `norm`, the MAE decoder and
-    /// its mask token, and a foreign head may be left unused.
+    /// its mask token, a foreign head and our projection head may be left unused.
     pub fn finetune_init() -> Self {
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         Self {
             allow_missing: s(&["head.*", "fc_norm.*"]),
-            allow_unused: s(&["norm.*", "decoder_*", "mask_token", "head.*"]),
+            allow_unused: s(&["norm.*", "decoder_*", "mask_token", "head.*", "proj_head.*"]),
         }
     }
 

@@ -41,13 +41,18 @@ pub struct Args {
     pub data: Option<PathBuf>,
     /// Continue the interrupted run in this directory from its last complete epoch, with its
     /// saved settings (bit-identical to an uninterrupted run on the CPU backend).
-    #[arg(long, conflicts_with_all = ["data", "model", "init", "out"])]
+    #[arg(long, conflicts_with_all = [
+        "data", "model", "init", "out", "mask_ratio", "decoder_dim", "decoder_depth",
+        "decoder_heads", "norm_pix_loss", "epochs", "max_steps", "batch", "blr", "lr", "min_lr",
+        "warmup_epochs", "weight_decay", "crop_scale", "val_images", "recon_every", "seed",
+        "workers", "log_every",
+    ])]
     pub resume: Option<PathBuf>,
     /// Encoder preset (see `train-native presets`). Default: vit_cpu_patch6_48, or the
     /// architecture stored in --init.
     #[arg(long)]
     pub model: Option<String>,
-    /// Share of patches removed per image.
+    /// Share of patches removed per image. Default: 0.75, or the value stored in --init.
     #[arg(long)]
     pub mask_ratio: Option<f64>,
     /// Decoder width. Default: 512 for the 224-px presets, scaled down for the small ones.
@@ -243,8 +248,8 @@ fn resolve(args: Args, now: &str) -> Result<PretrainConfig> {
     if args.epochs == 0 || args.batch == 0 || args.workers == 0 || args.log_every == 0 {
         bail!("--epochs, --batch, --workers and --log-every must be at least 1");
     }
-    if args.recon_every == 0 {
-        bail!("--recon-every must be at least 1");
+    if args.recon_every == 0 || args.val_images == 0 {
+        bail!("--recon-every and --val-images must be at least 1 (the held-out images give the validation loss and the reconstruction grids)");
     }
     let lr = args.lr.unwrap_or(args.blr * args.batch as f64 / 256.0);
     if !(lr > 0.0 && lr.is_finite()) || args.min_lr < 0.0 || args.min_lr > lr {
