@@ -153,12 +153,11 @@ fn pretrain_then_continue_then_finetune_from_it() {
         "nothing is written for a refused run"
     );
 
-    // Fine-tuning from the encoder reports exactly the GAP norm and head as fresh.
+    // Fine-tuning from the encoder (its architecture read from the file, no --model) reports
+    // exactly the GAP norm and head as fresh.
     let ft = dir.path().join("ft");
     let (ok, stdout, stderr) = run_cli(&[
         "finetune",
-        "--model",
-        "vit_toy_patch8_32",
         "--init",
         encoder.to_str().unwrap(),
         "--max-steps",
@@ -175,6 +174,10 @@ fn pretrain_then_continue_then_finetune_from_it() {
         stdout.contains(
             "kept fresh (expected missing): fc_norm.weight, fc_norm.bias, head.weight, head.bias;"
         ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("from --init (0.13 M parameters)"),
         "{stdout}"
     );
     assert!(

@@ -327,6 +327,7 @@ impl FinetuneFlags {
             .clone()
             .unwrap_or_else(|| default_recipe.into());
         let user_warmup = chosen.warmup_epochs.is_some();
+        let model_chosen = chosen.model.is_some();
         let mut f = FinetuneFlags::preset(&preset_name)?.overridden_by(chosen);
         if !user_warmup {
             // The recipe's warm-up is a default: shorten it for runs of fewer epochs.
@@ -338,9 +339,22 @@ impl FinetuneFlags {
         let dataset = f.dataset.clone().unwrap_or_else(|| "ferplus".into());
         let kind = DatasetKind::parse(&dataset)?;
         let n_classes = kind.classes().map(|c| c.len()).unwrap_or(0);
-        let model_preset = f.model.clone().expect("every recipe names a model");
+        // Without --model, a mimic checkpoint given to --init brings its own architecture.
+        let stored = match (&f.init, model_chosen) {
+            (Some(init), false) => stored_architecture(init)?,
+            _ => None,
+        };
+        let (model_preset, base) = match stored {
+            Some(config) => ("from --init".to_string(), config),
+            None => {
+                let name = f.model.clone().expect("every recipe names a model");
+                let config = VitConfig::preset(&name)?;
+                (name, config)
+            }
+        };
         let pool = Pool::parse(f.pool.as_deref().unwrap_or("gap"))?;
-        let model = VitConfig::preset(&model_preset)?
+        let model = base
+            .with_fixed_pos_embed(false)
             .with_n_classes(n_classes)
             .with_pool(pool)
             .with_drop_path(f.drop_path.unwrap_or(0.0));
@@ -431,6 +445,25 @@ impl FinetuneFlags {
         };
         config.check()?;
         Ok(config)
+    }
+}
+
+/// The encoder architecture stored in a mimic `.safetensors` checkpoint (metadata key
+/// `mimic.model`); `None` for files without it (timm / MAE releases, `.pth`).
+fn stored_architecture(path: &Path) -> Result<Option<VitConfig>> {
+    let is_safetensors = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    if !is_safetensors {
+        return Ok(None);
+    }
+    let map = mimic_core::weights::TensorMap::read(path)
+        .with_context(|| format!("--init {}", path.display()))?;
+    match map.metadata.get(mimic_core::weights::CONFIG_KEY) {
+        Some(json) => serde_json::from_str::<VitConfig>(json)
+            .map(Some)
+            .with_context(|| format!("--init {}: bad model metadata", path.display())),
+        None => Ok(None),
     }
 }
 
