@@ -206,3 +206,25 @@ fn pickle_that_calls_code_is_refused_not_run() {
     );
     assert!(!marker.exists(), "nothing in the file may run");
 }
+
+#[test]
+fn equal_weights_and_metadata_give_equal_bytes() {
+    // The metadata comes from a HashMap, whose order differs between maps; exports are sorted.
+    let device = Default::default();
+    let model = toy_config().init::<B>(&device).unwrap();
+    let meta = || -> std::collections::HashMap<String, String> {
+        (0..8)
+            .map(|i| (format!("key{i}"), format!("value {i}")))
+            .collect()
+    };
+    let a = mimic_core::weights::export_safetensors(&model, &meta()).unwrap();
+    for _ in 0..4 {
+        assert_eq!(
+            a,
+            mimic_core::weights::export_safetensors(&model, &meta()).unwrap()
+        );
+    }
+    let map = TensorMap::from_safetensors_bytes(&a, "sorted").unwrap();
+    assert_eq!(map.metadata.len(), 8);
+    assert_eq!(map.metadata["key3"], "value 3");
+}

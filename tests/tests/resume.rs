@@ -41,8 +41,10 @@ fn start_and_kill(args: &[&str], out: &Path) {
     let _ = child.wait();
 }
 
-/// Every tensor bit for bit, and the metadata.
+/// Every tensor bit for bit, and the metadata; and so the same file bytes.
 fn assert_same_weights(a: &Path, b: &Path) {
+    let bytes = |p: &Path| std::fs::read(p).unwrap();
+    let same_bytes = bytes(a) == bytes(b);
     let (a, b) = (TensorMap::read(a).unwrap(), TensorMap::read(b).unwrap());
     assert_eq!(a.metadata, b.metadata);
     assert_eq!(
@@ -59,6 +61,10 @@ fn assert_same_weights(a: &Path, b: &Path) {
             .all(|(x, y)| x.to_bits() == y.to_bits());
         assert!(same, "{name} differs after resuming");
     }
+    assert!(
+        same_bytes,
+        "equal tensors and metadata, but the files differ"
+    );
 }
 
 /// metrics.jsonl without the timing fields, which differ between any two runs.

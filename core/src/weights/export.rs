@@ -43,10 +43,52 @@ pub fn export_safetensors<B: Backend, M: VisitParams<B> + Clone>(
         })
         .collect();
     let meta = (!metadata.is_empty()).then(|| metadata.clone());
-    safetensors::serialize(views, meta).map_err(|e| Error::WeightFormat {
+    let bytes = safetensors::serialize(views, meta).map_err(|e| Error::WeightFormat {
         path: "<export>".into(),
         reason: format!("cannot serialise: {e}"),
-    })
+    })?;
+    Ok(sorted_header(bytes))
+}
+
+/// The same file with its JSON header's keys in sorted order. safetensors writes the metadata
+/// from a `HashMap`, whose order changes from one write to the next; sorted, equal weights and
+/// metadata always give equal bytes. The header keeps its length (same content, re-padded with
+/// spaces), so the data offsets stay valid; anything unexpected returns the input unchanged.
+fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let Some(len) = bytes
+        .first_chunk::<8>()
+        .map(|b| u64::from_le_bytes(*b) as usize)
+    else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + len) else {
+        return bytes;
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    let Ok(mut sorted) = serde_json::to_vec(&sort_keys(value)) else {
+        return bytes;
+    };
+    if sorted.len() > len {
+        return bytes;
+    }
+    sorted.resize(len, b' ');
+    let mut out = bytes;
+    out[8..8 + len].copy_from_slice(&sorted);
+    out
+}
+
+/// `value` with the keys of every object in sorted order, whatever map serde_json was built with.
+fn sort_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let sorted: std::collections::BTreeMap<String, serde_json::Value> =
+                map.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
+            serde_json::Value::Object(sorted.into_iter().collect())
+        }
+        other => other,
+    }
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed, then
