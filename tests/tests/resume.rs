@@ -2,7 +2,7 @@
 //! epoch and resumed with `--resume` ends with bit-identical weights and the same metrics as an
 //! uninterrupted run (CPU backend); broken resume points are refused with the file named.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -80,50 +80,56 @@ fn metrics(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn killed_finetune_resumes_bit_identically() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let args = |out: &Path| -> Vec<String> {
-        [
-            "finetune",
-            "--model",
-            "vit_toy_patch8_32",
-            "--epochs",
-            "4",
-            "--batch",
-            "64",
-            "--drop-path",
-            "0.1",
-            "--log-every",
-            "5",
-            "--device",
-            "cpu",
-            "--out",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([out.to_str().unwrap().to_string()])
-        .collect()
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Runs `command` with `settings` into `<dir>/a` uninterrupted; runs it again into `<dir>/b`,
+/// kills that run with SIGKILL mid-way and resumes it. Returns both run directories and what
+/// the resumed run printed.
+fn uninterrupted_and_resumed(
+    command: &str,
+    settings: &[&str],
+    dir: &Path,
+) -> (PathBuf, PathBuf, String) {
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let with_out = |out: &Path| -> Vec<String> {
+        std::iter::once(command)
+            .chain(settings.iter().copied())
+            .chain(["--device", "cpu", "--out", out.to_str().unwrap()])
+            .map(str::to_string)
+            .collect()
     };
-    let a_args = args(&a);
-    let (ok, stdout, stderr) = run_cli(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (ok, stdout, stderr) = run_cli(&as_strs(&with_out(&a)));
     assert!(ok, "{stderr}\n{stdout}");
 
-    let b_args = args(&b);
-    start_and_kill(&b_args.iter().map(String::as_str).collect::<Vec<_>>(), &b);
+    start_and_kill(&as_strs(&with_out(&b)), &b);
     assert!(
         !b.join("report.json").exists(),
         "the killed run had not finished"
     );
-    let (ok, stdout, stderr) = run_cli(&[
-        "finetune",
-        "--resume",
-        b.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let (ok, stdout, stderr) =
+        run_cli(&[command, "--resume", b.to_str().unwrap(), "--device", "cpu"]);
     assert!(ok, "{stderr}\n{stdout}");
+    (a, b, stdout)
+}
+
+#[test]
+fn killed_finetune_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        "--model",
+        "vit_toy_patch8_32",
+        "--epochs",
+        "4",
+        "--batch",
+        "64",
+        "--drop-path",
+        "0.1",
+        "--log-every",
+        "5",
+    ];
+    let (a, b, stdout) = uninterrupted_and_resumed("finetune", &settings, dir.path());
     assert!(stdout.contains("resuming after epoch"), "{stdout}");
 
     for f in ["last.safetensors", "best.safetensors"] {
@@ -141,46 +147,23 @@ fn killed_finetune_resumes_bit_identically() {
 fn killed_pretrain_resumes_bit_identically() {
     let dir = tempfile::tempdir().unwrap();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/ferplus-sample/FER2013Train");
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let args = |out: &Path| -> Vec<String> {
-        [
-            "pretrain",
-            "--model",
-            "vit_toy_patch8_32",
-            "--epochs",
-            "4",
-            "--batch",
-            "64",
-            "--lr",
-            "1e-3",
-            "--recon-every",
-            "2",
-            "--log-every",
-            "5",
-            "--device",
-            "cpu",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([out.to_str().unwrap().to_string()])
-        .collect()
-    };
-    let a_args = args(&a);
-    let (ok, stdout, stderr) = run_cli(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(ok, "{stderr}\n{stdout}");
-    let b_args = args(&b);
-    start_and_kill(&b_args.iter().map(String::as_str).collect::<Vec<_>>(), &b);
-    let (ok, stdout, stderr) = run_cli(&[
-        "pretrain",
-        "--resume",
-        b.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    assert!(ok, "{stderr}\n{stdout}");
+    let settings = [
+        "--model",
+        "vit_toy_patch8_32",
+        "--epochs",
+        "4",
+        "--batch",
+        "64",
+        "--lr",
+        "1e-3",
+        "--recon-every",
+        "2",
+        "--log-every",
+        "5",
+        "--data",
+        data.to_str().unwrap(),
+    ];
+    let (a, b, _) = uninterrupted_and_resumed("pretrain", &settings, dir.path());
     for f in ["full.safetensors", "encoder.safetensors"] {
         assert_same_weights(&a.join(f), &b.join(f));
     }

@@ -101,6 +101,16 @@ impl RunDir {
     }
 }
 
+/// The error that stops a run at `step` on a non-finite loss or non-finite weights (`what`),
+/// naming the checkpoint that is still good; nothing is saved after it.
+pub fn non_finite(what: &str, step: usize, epoch: usize, last_good: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "non-finite {what} at step {step} (epoch {epoch}); stopped without saving. The last \
+         good checkpoint is {}",
+        last_good.display()
+    )
+}
+
 /// Writes pretty JSON atomically.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("plain data serialises");

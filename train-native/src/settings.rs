@@ -448,18 +448,12 @@ impl FinetuneFlags {
     }
 }
 
-/// The encoder architecture stored in a mimic `.safetensors` checkpoint (metadata key
-/// `mimic.model`); `None` for files without it (timm / MAE releases, `.pth`).
+/// The encoder architecture stored in a mimic checkpoint (metadata key `mimic.model`, read
+/// from the header only); `None` for files without it (timm / MAE releases, `.pth`).
 fn stored_architecture(path: &Path) -> Result<Option<VitConfig>> {
-    let is_safetensors = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-    if !is_safetensors {
-        return Ok(None);
-    }
-    let map = mimic_core::weights::TensorMap::read(path)
+    let metadata = mimic_core::weights::TensorMap::read_metadata(path)
         .with_context(|| format!("--init {}", path.display()))?;
-    match map.metadata.get(mimic_core::weights::CONFIG_KEY) {
+    match metadata.get(mimic_core::weights::CONFIG_KEY) {
         Some(json) => serde_json::from_str::<VitConfig>(json)
             .map(Some)
             .with_context(|| format!("--init {}: bad model metadata", path.display())),

@@ -152,6 +152,35 @@ impl TensorMap {
         Self::from_snapshots(reader.into_tensors(), &source)
     }
 
+    /// The string metadata of a safetensors file, read from its header alone (no tensor data
+    /// is read). PyTorch files carry none, and anything that is not a well-formed safetensors
+    /// header gives an empty map: [`Self::read`] reports what is wrong with such a file.
+    #[cfg(feature = "fs")]
+    pub fn read_metadata(path: &std::path::Path) -> Result<BTreeMap<String, String>> {
+        use std::io::Read;
+        let io = |err| Error::Io {
+            path: path.to_path_buf(),
+            err,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        let mut len = [0u8; 8];
+        if file.read_exact(&mut len).is_err() {
+            return Ok(BTreeMap::new());
+        }
+        let header_len = u64::from_le_bytes(len);
+        if header_len < 2 || header_len > size - 8 {
+            return Ok(BTreeMap::new());
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header).map_err(io)?;
+        let metadata = serde_json::from_slice::<serde_json::Value>(&header)
+            .ok()
+            .and_then(|v| v.get("__metadata__").cloned())
+            .and_then(|m| serde_json::from_value::<BTreeMap<String, String>>(m).ok());
+        Ok(metadata.unwrap_or_default())
+    }
+
     /// Reads a `.safetensors`, `.pth`, `.pt` or `.bin` file (chosen by content, not by name).
     #[cfg(feature = "fs")]
     pub fn read(path: &std::path::Path) -> Result<Self> {

@@ -21,7 +21,7 @@ use crate::backend::{dispatch, DeviceKind, Job};
 use crate::pipeline::{self, BatchSource, EpochBatches};
 use crate::progress::Progress;
 use crate::resume::{self, ResumeState};
-use crate::run::{evaluate, metrics_json, write_json, CheckpointMeta, RunDir};
+use crate::run::{evaluate, metrics_json, non_finite, write_json, CheckpointMeta, RunDir};
 use crate::settings::{FinetuneConfig, FinetuneFlags};
 
 /// The FERPlus sample shipped with the repository: the default data of `finetune`.
@@ -304,11 +304,13 @@ impl Job for FinetuneConfig {
                 let value: f32 = losses.total.clone().into_scalar().elem();
                 if !value.is_finite() {
                     bar.abandon();
-                    bail!(
-                        "non-finite loss ({value}) at step {step} (epoch {epoch}); stopped. The last \
-                         good checkpoint is {}",
-                        run.path.join("last.safetensors").display()
-                    );
+                    let last_good = run.path.join("last.safetensors");
+                    return Err(non_finite(
+                        &format!("loss ({value})"),
+                        step,
+                        epoch,
+                        &last_good,
+                    ));
                 }
                 let grads = losses.total.backward();
                 model = optim.step(lr, model, grads);
@@ -341,11 +343,13 @@ impl Job for FinetuneConfig {
             // A finite loss can still come with non-finite gradients: never save such weights.
             if let Some(name) = first_non_finite(&mut model) {
                 bar.abandon();
-                bail!(
-                    "non-finite values in {name} after step {step} (epoch {epoch}); stopped \
-                     without saving. The last good checkpoint is {}",
-                    run.path.join("last.safetensors").display()
-                );
+                let last_good = run.path.join("last.safetensors");
+                return Err(non_finite(
+                    &format!("values in {name}"),
+                    step,
+                    epoch,
+                    &last_good,
+                ));
             }
             let eval_model = model.encoder.valid();
             let cm = evaluate(&eval_model, &val.images, &val_labels, 256, &device);

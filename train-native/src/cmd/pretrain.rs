@@ -29,7 +29,7 @@ use crate::pipeline::{BatchSource, EpochBatches};
 use crate::plot::draw_text;
 use crate::progress::Progress;
 use crate::resume::{self, ResumeState};
-use crate::run::{write_json, RunDir};
+use crate::run::{non_finite, write_json, RunDir};
 
 /// Arguments of `pretrain`. Defaults follow MAE (He et al. 2022): mask ratio 0.75, norm-pix
 /// loss, AdamW (0.9, 0.95), weight decay 0.05, lr = blr · batch / 256, warm-up then cosine,
@@ -191,9 +191,9 @@ pub fn run(args: Args) -> Result<()> {
 fn mae_config(args: &Args) -> Result<(String, MaeConfig)> {
     let from_file = match &args.init {
         Some(path) => {
-            let map =
-                TensorMap::read(path).with_context(|| format!("--init {}", path.display()))?;
-            match map.metadata.get(MAE_CONFIG_KEY) {
+            let metadata = TensorMap::read_metadata(path)
+                .with_context(|| format!("--init {}", path.display()))?;
+            match metadata.get(MAE_CONFIG_KEY) {
                 Some(json) => Some(serde_json::from_str::<MaeConfig>(json).with_context(|| {
                     format!("--init {}: bad {MAE_CONFIG_KEY} metadata", path.display())
                 })?),
@@ -469,11 +469,13 @@ impl Job for PretrainConfig {
                 let value: f32 = loss.clone().into_scalar().elem();
                 if !value.is_finite() {
                     bar.abandon();
-                    bail!(
-                        "non-finite loss ({value}) at step {step} (epoch {epoch}); stopped. The last \
-                         good checkpoint is {}",
-                        run.path.join("full.safetensors").display()
-                    );
+                    let last_good = run.path.join("full.safetensors");
+                    return Err(non_finite(
+                        &format!("loss ({value})"),
+                        step,
+                        epoch,
+                        &last_good,
+                    ));
                 }
                 model = optim.step(lr, model, loss.backward());
                 step += 1;
@@ -501,11 +503,13 @@ impl Job for PretrainConfig {
             // A finite loss can still come with non-finite gradients: never save such weights.
             if let Some(name) = first_non_finite(&mut model) {
                 bar.abandon();
-                bail!(
-                    "non-finite values in {name} after step {step} (epoch {epoch}); stopped \
-                     without saving. The last good checkpoint is {}",
-                    run.path.join("full.safetensors").display()
-                );
+                let last_good = run.path.join("full.safetensors");
+                return Err(non_finite(
+                    &format!("values in {name}"),
+                    step,
+                    epoch,
+                    &last_good,
+                ));
             }
             let eval = model.valid();
             last_val = held_out_loss(&eval, &val, self.seed, &device);
