@@ -98,15 +98,28 @@ impl DecodedImage {
             )));
         }
         let mut reader = reader()?;
-        if reader.format() == Some(image::ImageFormat::Jpeg) {
-            jpeg_complete(bytes).map_err(fail)?;
+        match reader.format() {
+            Some(image::ImageFormat::Jpeg) => jpeg_complete(bytes).map_err(fail)?,
+            Some(image::ImageFormat::Png) => png_palette_whole(bytes).map_err(fail)?,
+            _ => {}
         }
         let mut limits = image::Limits::default();
         limits.max_image_width = Some(MAX_IMAGE_SIDE);
         limits.max_image_height = Some(MAX_IMAGE_SIDE);
         limits.max_alloc = Some(MAX_DECODE_BYTES);
         reader.limits(limits);
-        let img = reader.decode().map_err(|e| match e {
+        // The decoders are third-party code run on untrusted bytes: should one of them panic on
+        // a file the checks above let through, that file gets an error naming it instead of
+        // taking the run (or a decoding thread) down. Fuzzing builds let the panic through so
+        // that the fuzzer reports it.
+        #[cfg(not(fuzzing))]
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode()))
+            .map_err(|_| {
+                fail("the image decoder failed on this file (a corrupt or unusual file)".into())
+            })?;
+        #[cfg(fuzzing)]
+        let decoded = reader.decode();
+        let img = decoded.map_err(|e| match e {
             image::ImageError::Limits(_) => fail(format!(
                 "image is {w}x{h} pixels; decoding it needs more than the {} MiB allowed per image",
                 MAX_DECODE_BYTES >> 20
@@ -130,6 +143,33 @@ impl DecodedImage {
             pixels,
         })
     }
+}
+
+/// Walks a PNG's chunks and checks that a `PLTE` chunk holds whole RGB entries (a multiple of
+/// 3 bytes). The png crate (0.18.1) checks the palette's overall size but indexes past the end
+/// of one whose length is not a multiple of 3 and panics, so such files are refused here, by
+/// name. Anything else that is wrong with the chunk layout is left to the decoder to report.
+#[cfg(feature = "fs")]
+fn png_palette_whole(bytes: &[u8]) -> Result<(), String> {
+    let mut i: usize = 8; // after the signature
+    while let Some(head) = bytes.get(i..i.saturating_add(8)) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let kind = &head[4..8];
+        if kind == b"PLTE" && !len.is_multiple_of(3) {
+            return Err(format!(
+                "the PNG palette (PLTE chunk) is {len} bytes long, not whole RGB entries of 3 \
+                 bytes (a corrupt file)"
+            ));
+        }
+        if kind == b"IDAT" || kind == b"IEND" {
+            return Ok(()); // the palette comes before the image data
+        }
+        i = match i.checked_add(12).and_then(|i| i.checked_add(len)) {
+            Some(next) => next,
+            None => return Ok(()),
+        };
+    }
+    Ok(())
 }
 
 /// Checks that JPEG data runs to its end-of-image marker and holds enough coded data for its
@@ -485,6 +525,70 @@ mod tests {
                 );
             }
             assert!(decode_all(&[], 4).unwrap().is_empty());
+        }
+
+        /// A 3x1 palette PNG whose chunks all carry valid CRCs, with a `PLTE` of
+        /// `palette_len` bytes.
+        fn palette_png(palette_len: usize) -> Vec<u8> {
+            fn crc32(data: &[u8]) -> u32 {
+                let mut crc = !0u32;
+                for &byte in data {
+                    crc ^= u32::from(byte);
+                    for _ in 0..8 {
+                        crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+                    }
+                }
+                !crc
+            }
+            fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+                out.extend((data.len() as u32).to_be_bytes());
+                let start = out.len();
+                out.extend(kind);
+                out.extend(data);
+                let crc = crc32(&out[start..]);
+                out.extend(crc.to_be_bytes());
+            }
+            let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+            // 3x1, 8-bit, colour type 3 (palette).
+            chunk(&mut png, b"IHDR", &[0, 0, 0, 3, 0, 0, 0, 1, 8, 3, 0, 0, 0]);
+            let palette: Vec<u8> = (0..palette_len).map(|i| (i * 37) as u8).collect();
+            chunk(&mut png, b"PLTE", &palette);
+            // zlib stream of one scanline: filter 0, indices 0, 1, 2 (stored block).
+            let raw = [0u8, 0, 1, 2];
+            let mut zlib = vec![0x78, 0x01, 0x01, 4, 0, 0xFB, 0xFF];
+            zlib.extend(raw);
+            let (mut a, mut b) = (1u32, 0u32);
+            for &x in &raw {
+                a = (a + u32::from(x)) % 65521;
+                b = (b + a) % 65521;
+            }
+            zlib.extend(((b << 16) | a).to_be_bytes());
+            chunk(&mut png, b"IDAT", &zlib);
+            chunk(&mut png, b"IEND", &[]);
+            png
+        }
+
+        #[test]
+        fn ragged_png_palettes_are_refused_not_a_panic() {
+            // Whole entries decode (the fixture itself is valid).
+            let img = DecodedImage::decode(&palette_png(9), "ok.png").unwrap();
+            assert_eq!((img.width, img.height, img.channels), (3, 1, 3));
+            assert_eq!(img.pixels[3..6], [111, 148, 185]);
+            // 10 and 11 bytes: the png crate would index past the palette's end.
+            for len in [10, 11] {
+                let err = DecodedImage::decode(&palette_png(len), "ragged.png")
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    err.contains("ragged.png") && err.contains(&format!("{len} bytes long")),
+                    "{err}"
+                );
+            }
+            // Too short or too long: the png crate's own check, still an error naming the file.
+            for len in [0, 771] {
+                let err = DecodedImage::decode(&palette_png(len), "sized.png").unwrap_err();
+                assert!(err.to_string().contains("sized.png"), "{err}");
+            }
         }
 
         #[test]
