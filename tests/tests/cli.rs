@@ -237,3 +237,82 @@ fn unavailable_backends_fail_with_one_line() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn export_web_writes_compact_weights_that_predict_like_the_checkpoint() {
+    let weights = fixture("vit_toy.safetensors");
+    let image = fixture("face32.png");
+    let dir = std::env::temp_dir().join(format!("mimic-export-web-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let predict = |w: &std::path::Path| {
+        let (ok, stdout, stderr) = run_cli(&[
+            "predict",
+            "--model",
+            "vit_toy_patch8_32",
+            "--device",
+            "cpu",
+            "--json",
+            "--weights",
+            w.to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+        ]);
+        assert!(ok, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+        floats(&v["probs"])
+    };
+    let want = predict(&weights);
+
+    for (dtype, tol) in [("f16", 2e-3), ("int8", 3e-2)] {
+        let out = dir.join(dtype);
+        let (ok, stdout, stderr) = run_cli(&[
+            "export-web",
+            "--model",
+            "vit_toy_patch8_32",
+            "--device",
+            "cpu",
+            "--dtype",
+            dtype,
+            "--weights",
+            weights.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains("same top class 8/8"), "{stdout}");
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap())
+                .unwrap();
+        assert_eq!(manifest["dtype"], dtype);
+        assert_eq!(manifest["labels"].as_array().unwrap().len(), 5);
+        assert!(
+            manifest["test_accuracy"].is_null(),
+            "no report.json beside the fixture"
+        );
+        let compact = out.join("model.safetensors");
+        let size = std::fs::metadata(&compact).unwrap().len();
+        assert_eq!(manifest["weights_bytes"].as_u64(), Some(size));
+        assert!(
+            size < std::fs::metadata(&weights).unwrap().len() / 2 + 4096,
+            "{dtype}: {size}"
+        );
+        // The compact file is itself a checkpoint the trainer reads back.
+        let got = predict(&compact);
+        assert_close(&got, &want, tol, &format!("{dtype} probabilities"));
+    }
+
+    // A checkpoint without a classification head cannot be exported.
+    let (ok, _, stderr) = run_cli(&[
+        "export-web",
+        "--weights",
+        fixture("mae_toy_full.pth").to_str().unwrap(),
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("mae_toy_full.pth"), "{stderr}");
+    assert!(!dir.join("bad").join("model.json").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

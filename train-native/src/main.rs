@@ -53,6 +53,9 @@ enum Command {
     /// A grid of Mixup / CutMix samples with their soft labels and positive/negative status
     /// against an anchor, made by the training code.
     MixExamples(Box<cmd::mix_examples::Args>),
+    /// Write a fine-tuned checkpoint as the page's compact weights (f16 or int8) and its
+    /// manifest (configuration, class names, reported test accuracy).
+    ExportWeb(cmd::export_web::Args),
     /// Draw the loss, accuracy and learning-rate curves of a run directory as a PNG.
     Plot(cmd::plot_run::Args),
     /// List the model presets.
@@ -72,6 +75,7 @@ fn main() {
         Command::Embed(args) => cmd::embed::run(*args),
         Command::MixExamples(args) => cmd::mix_examples::run(*args),
         Command::Plot(args) => cmd::plot_run::run(args),
+        Command::ExportWeb(args) => cmd::export_web::run(args),
         Command::Presets => {
             for p in mimic_core::model::PRESETS {
                 println!("{:<24} {}", p.name, p.about);

@@ -223,7 +223,11 @@ pub fn metrics_json(cm: &ConfusionMatrix, labels: &[String]) -> serde_json::Valu
 
 /// The architecture of a checkpoint: from our metadata, or a preset (`--model`) completed by
 /// the file's head and final norms.
-fn checkpoint_config(map: &TensorMap, weights: &Path, preset: Option<&str>) -> Result<VitConfig> {
+pub fn checkpoint_config(
+    map: &TensorMap,
+    weights: &Path,
+    preset: Option<&str>,
+) -> Result<VitConfig> {
     Ok(match (preset, map.metadata.get(CONFIG_KEY)) {
         (Some(p), _) => fit_head(VitConfig::preset(p)?, map),
         (None, Some(json)) => serde_json::from_str::<VitConfig>(json)

@@ -54,7 +54,7 @@ pub fn export_safetensors<B: Backend, M: VisitParams<B> + Clone>(
 /// from a `HashMap`, whose order changes from one write to the next; sorted, equal weights and
 /// metadata always give equal bytes. The header keeps its length (same content, re-padded with
 /// spaces), so the data offsets stay valid; anything unexpected returns the input unchanged.
-fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+pub(crate) fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
     let Some(len) = bytes
         .first_chunk::<8>()
         .map(|b| u64::from_le_bytes(*b) as usize)

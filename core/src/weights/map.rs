@@ -89,6 +89,17 @@ impl TensorMap {
             notes: vec![],
         };
         map.unwrap_container();
+        match map.metadata.get(super::web::QUANT_KEY).map(String::as_str) {
+            None => {}
+            Some(super::web::QUANT_INT8_ROWS) => super::web::dequantize_rows(&mut map)?,
+            Some(other) => {
+                return Err(fail(format!(
+                    "unknown weight encoding '{other}' ({} = {})",
+                    super::web::QUANT_KEY,
+                    super::web::QUANT_INT8_ROWS
+                )))
+            }
+        }
         Ok(map)
     }
 
@@ -365,6 +376,7 @@ fn decode_le(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
             .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
             .collect(),
         Dtype::U8 => bytes.iter().map(|&b| b as f32).collect(),
+        Dtype::I8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
         _ => return None,
     };
     Some(v)

@@ -9,6 +9,7 @@ mod export;
 mod load;
 mod map;
 mod visit;
+mod web;
 
 pub use export::{export_safetensors, save_safetensors, write_atomic};
 pub use load::{
@@ -17,4 +18,8 @@ pub use load::{
 pub use map::{HostTensor, TensorMap};
 pub use visit::{
     assign_stable_ids, first_non_finite, join, param_shapes, Layout, ParamVisitor, VisitParams,
+};
+pub use web::{
+    compact_safetensors, fnv1a64, WebDtype, WebManifest, INT8_MIN_VALUES, MANIFEST_FORMAT,
+    QUANT_INT8_ROWS, QUANT_KEY, SCALE_SUFFIX,
 };

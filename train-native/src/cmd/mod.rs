@@ -4,6 +4,7 @@ pub mod ablate;
 pub mod bench;
 pub mod embed;
 pub mod eval;
+pub mod export_web;
 pub mod finetune;
 pub mod inspect;
 pub mod mix_examples;
