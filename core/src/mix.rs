@@ -515,4 +515,38 @@ mod tests {
             assert_eq!(s.positive, 1.0 - lam <= 0.5);
         }
     }
+
+    #[test]
+    fn a_mixed_sample_decides_as_the_training_mask_does() {
+        // The figure's grid and the page's explorer read labels and decisions from
+        // `mix_sample`; training reads them from `mix_targets` and `positive_mask`.
+        let device = Default::default();
+        let image = || Tensor::<B, 3>::random([1, 6, 6], Distribution::Default, &device);
+        let (ya, yb) = (one_hot(1, 8), one_hot(5, 8));
+        for lambda in [0.0, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0] {
+            let plan = MixPlan {
+                kind: MixKind::Mixup,
+                lambda,
+                cut: None,
+            };
+            let batch = mix_targets(&[ya.clone(), yb.clone()], lambda, 1);
+            for anchor in [
+                one_hot(1, 8),
+                one_hot(5, 8),
+                one_hot(0, 8),
+                batch[1].clone(),
+            ] {
+                for metric in [LabelMetric::Linf, LabelMetric::L1] {
+                    for t in [0.0, 0.25, 0.5, 0.75, 1.0] {
+                        let s =
+                            mix_sample([image(), image()], [&ya, &yb], &plan, &anchor, t, metric);
+                        assert_eq!(s.label, batch[0]);
+                        let mask = positive_mask(&[batch[0].clone(), anchor.clone()], t, metric);
+                        assert_eq!(s.positive, mask[1], "λ {lambda}, t {t}, {metric:?}");
+                        assert_eq!(s.distance, metric.distance(&batch[0], &anchor));
+                    }
+                }
+            }
+        }
+    }
 }

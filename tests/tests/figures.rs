@@ -170,6 +170,48 @@ fn tsne_of_dark_and_bright_faces_is_reproducible_and_keeps_them_apart() {
 }
 
 #[test]
+fn embed_web_writes_the_pages_features_and_thumbnails_in_point_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out) = (dir.path().join("faces"), dir.path().join("web"));
+    bright_and_dark_faces(&data, 20, false);
+    let mut args: Vec<String> = ["embed", "--dataset", "folder", "--split", "test", "--web"]
+        .map(String::from)
+        .to_vec();
+    args.extend(toy_fixture());
+    let flags = [
+        ("--data", s(&data)),
+        ("--out", s(&out)),
+        ("--perplexity", "5"),
+    ];
+    for (flag, value) in flags.into_iter().chain([("--device", "cpu")]) {
+        args.extend([flag.to_string(), value.to_string()]);
+    }
+    ok(&args);
+
+    let json = read_json(&out.join("tsne.json"));
+    let n = json["panels"][0]["points"].as_array().unwrap().len();
+    let web = &json["web"];
+    let dim = web["dim"].as_u64().unwrap() as usize;
+    let features = std::fs::read(out.join(web["features"].as_str().unwrap())).unwrap();
+    assert_eq!(features.len(), n * dim, "one int8 row per point");
+    // Rows are unit vectors times 127, up to rounding.
+    for row in features.chunks(dim) {
+        let norm = row
+            .iter()
+            .map(|&b| (b as i8 as f32).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        assert!(
+            (norm - 127.0).abs() < 0.5 * (dim as f32).sqrt(),
+            "row norm {norm}"
+        );
+    }
+    // 40 thumbnails of 48 pixels, 32 a row: two rows, the second partly empty.
+    let sprite = out.join(web["sprite"].as_str().unwrap());
+    assert_eq!(png_size(&sprite), (32 * 48, 2 * 48));
+}
+
+#[test]
 fn finetune_then_embed_and_plot_on_the_ferplus_sample() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("ft");

@@ -4,6 +4,8 @@
 //! Writes into `--out`: `embeddings.csv` (`embeddings-<name>.csv` per checkpoint with
 //! `--compare`; columns `id,label,f0,f1,...`), `tsne.json` (points with x, y, class and
 //! image id per checkpoint, the class names, the settings and the scores) and `tsne.png`.
+//! With `--web`, also the page's compact copies: `tsne-features.bin` (unit-length features as
+//! int8) and `tsne-thumbs.png` (a sprite of the images), both in the order of the points.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use image::{Rgb, RgbImage};
+use image::{GrayImage, Luma, Rgb, RgbImage};
 use mimic_core::augment::eval_view;
 use mimic_core::data::{DatasetKind, DecodedImage, FerPlusMode, LoadOptions};
 use mimic_core::model::Vit;
@@ -25,6 +27,14 @@ use crate::tsne::{check_finite, tsne_2d, Separation, TsneSettings};
 
 /// Neighbours of the kNN separation score.
 const KNN_K: usize = 5;
+/// Side of a thumbnail in the page's sprite, in pixels (FERPlus's own size).
+const THUMB_SIDE: u32 = 48;
+/// Thumbnails per row of the page's sprite.
+const THUMB_COLUMNS: u32 = 32;
+/// The features file the page reads.
+const WEB_FEATURES: &str = "tsne-features.bin";
+/// The thumbnail sprite the page reads.
+const WEB_SPRITE: &str = "tsne-thumbs.png";
 
 /// Arguments of `embed`.
 #[derive(clap::Args, Debug)]
@@ -82,6 +92,11 @@ pub struct Args {
     /// Backend to run on.
     #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
     pub device: DeviceKind,
+    /// Also write the page's files (one checkpoint only): `tsne-features.bin`, each image's
+    /// features scaled to unit length as int8 (d_model bytes a row), and `tsne-thumbs.png`, a
+    /// sprite of 48x48 grey thumbnails, 32 a row; both in the order of tsne.json's points.
+    #[arg(long, conflicts_with = "compare")]
+    pub web: bool,
 }
 
 /// Embeds a split with one or more checkpoints and draws the t-SNE maps.
@@ -165,9 +180,11 @@ impl Job for Args {
             .with_context(|| format!("cannot create {}", out.display()))?;
 
         let mut panels = Vec::new();
+        let mut feature_dim = 0;
         for (name, weights) in &checkpoints {
             let model = load_encoder::<B::InnerBackend>(weights, self.model.as_deref(), &device)?;
             let dim = model.config().d_model;
+            feature_dim = dim;
             let features = pooled_features(&model, &images, self.batch, &device);
             check_finite(&features, dim, &ids)
                 .with_context(|| format!("features of {}", weights.display()))?;
@@ -177,6 +194,15 @@ impl Job for Args {
                 out.join(format!("embeddings-{}.csv", file_safe(name)))
             };
             write_csv(&csv, &ids, &classes, names, &features, dim)?;
+            if self.web {
+                let path = out.join(WEB_FEATURES);
+                let bytes: Vec<u8> = quantise_rows(&features, dim)
+                    .into_iter()
+                    .map(|v| v as u8)
+                    .collect();
+                write_atomic(&path, &bytes)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
 
             let points = tsne_2d(&features, dim, &ids, &settings)
                 .with_context(|| format!("t-SNE of the features of {}", weights.display()))?;
@@ -194,7 +220,21 @@ impl Job for Args {
             });
         }
 
-        let json = tsne_json(&self, kind, &settings, names, &ids, &classes, &panels);
+        let mut json = tsne_json(&self, kind, &settings, names, &ids, &classes, &panels);
+        if self.web {
+            let path = out.join(WEB_SPRITE);
+            thumbnail_sprite(&images, THUMB_SIDE, THUMB_COLUMNS)
+                .save(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            json["web"] = serde_json::json!({
+                "features": WEB_FEATURES,
+                "dim": feature_dim,
+                "encoding": "int8 rows, round(127 f / |f|) of the pooled features f",
+                "sprite": WEB_SPRITE,
+                "thumb": THUMB_SIDE,
+                "columns": THUMB_COLUMNS,
+            });
+        }
         write_json(&out.join("tsne.json"), &json)?;
         let header = [
             format!(
@@ -300,6 +340,55 @@ fn pooled_features<B: Backend>(
         out.extend(f.convert::<f32>().to_vec::<f32>().expect("float features"));
     }
     out
+}
+
+/// Each row scaled to unit length and rounded to steps of 1/127 as int8: the page ranks
+/// neighbours by cosine similarity, which needs only the directions. A zero row stays zero.
+fn quantise_rows(features: &[f32], dim: usize) -> Vec<i8> {
+    features
+        .chunks(dim)
+        .flat_map(|row| {
+            let norm = row
+                .iter()
+                .map(|v| v * v)
+                .sum::<f32>()
+                .sqrt()
+                .max(f32::MIN_POSITIVE);
+            row.iter()
+                .map(move |v| (127.0 * v / norm).round().clamp(-127.0, 127.0) as i8)
+        })
+        .collect()
+}
+
+/// The images as `side` x `side` grey thumbnails (resized when they differ), `columns` a row
+/// in the given order, the last row padded with black.
+fn thumbnail_sprite(images: &[&DecodedImage], side: u32, columns: u32) -> GrayImage {
+    let rows = (images.len() as u32).div_ceil(columns).max(1);
+    let mut sprite = GrayImage::new(side * columns.min(images.len().max(1) as u32), side * rows);
+    for (k, img) in images.iter().enumerate() {
+        let grey: Vec<u8> = match img.channels {
+            3 => img
+                .pixels
+                .chunks(3)
+                .map(|p| {
+                    (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8
+                })
+                .collect(),
+            _ => img.pixels.clone(),
+        };
+        let thumb = GrayImage::from_raw(img.width as u32, img.height as u32, grey)
+            .expect("a decoded image holds width x height x channels values");
+        let thumb = if thumb.dimensions() == (side, side) {
+            thumb
+        } else {
+            image::imageops::resize(&thumb, side, side, image::imageops::FilterType::Triangle)
+        };
+        let (x0, y0) = ((k as u32 % columns) * side, (k as u32 / columns) * side);
+        for (x, y, p) in thumb.enumerate_pixels() {
+            sprite.put_pixel(x0 + x, y0 + y, Luma(p.0));
+        }
+    }
+    sprite
 }
 
 /// Quotes a CSV field when it holds a comma, a quote or a line break.
@@ -491,5 +580,33 @@ mod tests {
         assert_eq!(csv_field("a.png"), "a.png");
         assert_eq!(csv_field("a,b \"x\""), "\"a,b \"\"x\"\"\"");
         assert_eq!(file_safe("run 1/best"), "run_1_best");
+    }
+
+    #[test]
+    fn quantised_rows_keep_their_direction() {
+        let features = [3.0, 4.0, 0.0, 0.0, 0.0, 0.0, -1.0, 1.0, 0.0];
+        let q = quantise_rows(&features, 3);
+        assert_eq!(&q[..6], [76, 102, 0, 0, 0, 0]); // 127 * (0.6, 0.8); the zero row stays
+        let cos = (-q[6] as f32 + q[7] as f32) / (2f32.sqrt() * 127.0);
+        assert!((cos - 1.0).abs() < 1.0 / 127.0, "{cos}");
+    }
+
+    #[test]
+    fn thumbnails_sit_row_major_in_the_sprite() {
+        let img = |v: u8, side: usize, channels: usize| DecodedImage {
+            width: side,
+            height: side,
+            channels,
+            pixels: vec![v; side * side * channels],
+        };
+        let images = [img(10, 4, 1), img(20, 4, 1), img(30, 8, 3)];
+        let refs: Vec<&DecodedImage> = images.iter().collect();
+        let sprite = thumbnail_sprite(&refs, 4, 2);
+        assert_eq!(sprite.dimensions(), (8, 8));
+        assert_eq!(sprite.get_pixel(1, 1).0, [10]);
+        assert_eq!(sprite.get_pixel(5, 2).0, [20]);
+        // Third image: resized from 8 to 4 pixels and turned grey, on the second row.
+        assert_eq!(sprite.get_pixel(2, 6).0, [30]);
+        assert_eq!(sprite.get_pixel(6, 6).0, [0]);
     }
 }
