@@ -1,0 +1,209 @@
+//! The expression classifier of the page: the exported weights loaded into the same `core`
+//! ViT the trainer uses, and batched inference with an asynchronous read-back.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use mimic_core::augment::eval_view;
+use mimic_core::data::DecodedImage;
+use mimic_core::model::Vit;
+use mimic_core::weights::{load_vit, LoadPolicy, TensorMap, WebManifest};
+
+/// A loaded classifier and the manifest it came with.
+pub struct Classifier<B: Backend> {
+    model: Vit<B>,
+    device: B::Device,
+    pub manifest: WebManifest,
+}
+
+impl<B: Backend> Classifier<B> {
+    /// Checks `bytes` against the manifest (size and checksum), reads them and loads them
+    /// strictly into a model built from the manifest's configuration.
+    pub fn load(manifest: WebManifest, bytes: &[u8], device: B::Device) -> Result<Self, String> {
+        manifest.verify(bytes).map_err(|e| e.to_string())?;
+        if manifest.labels.len() != manifest.model.n_classes {
+            return Err(format!(
+                "the manifest lists {} class names for a model with {} classes",
+                manifest.labels.len(),
+                manifest.model.n_classes
+            ));
+        }
+        let map = TensorMap::from_safetensors_bytes(bytes, &manifest.weights)
+            .map_err(|e| e.to_string())?;
+        let (model, _) = load_vit::<B>(&manifest.model, map, &LoadPolicy::strict(), &device)
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            model,
+            device,
+            manifest,
+        })
+    }
+
+    /// Class probabilities for each face (one forward pass for all of them), in the order of
+    /// the manifest's labels. The values are read back asynchronously, as WebGPU requires.
+    pub async fn classify(&self, faces: &[DecodedImage]) -> Result<Vec<Vec<f32>>, String> {
+        if faces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let size = self.manifest.model.img_size;
+        let pixels: Vec<f32> = faces.iter().flat_map(|f| eval_view(f, size)).collect();
+        let x = Tensor::<B, 4>::from_data(
+            TensorData::new(pixels, [faces.len(), 3, size, size]),
+            &self.device,
+        );
+        let probs = softmax(self.model.forward(x), 1);
+        let data = probs
+            .into_data_async()
+            .await
+            .map_err(|e| format!("reading the result back failed: {e:?}"))?;
+        let values = data
+            .to_vec::<f32>()
+            .map_err(|e| format!("unexpected result type: {e:?}"))?;
+        let n = self.manifest.labels.len();
+        Ok(values.chunks(n).map(<[f32]>::to_vec).collect())
+    }
+
+    /// [`Self::classify`] plus each face's pooled features (`Vit::forward_features`, the
+    /// vectors the t-SNE map's neighbours are found by), from one forward pass.
+    pub async fn classify_with_features(&self, faces: &[DecodedImage]) -> Result<Scores, String> {
+        if faces.is_empty() {
+            return Ok(Scores::default());
+        }
+        let size = self.manifest.model.img_size;
+        let pixels: Vec<f32> = faces.iter().flat_map(|f| eval_view(f, size)).collect();
+        let x = Tensor::<B, 4>::from_data(
+            TensorData::new(pixels, [faces.len(), 3, size, size]),
+            &self.device,
+        );
+        let features = self.model.forward_features(x);
+        let probs = softmax(self.model.forward_head(features.clone()), 1);
+        let rows = |t: Tensor<B, 2>| async move {
+            let width = t.dims()[1];
+            let data = t
+                .into_data_async()
+                .await
+                .map_err(|e| format!("reading the result back failed: {e:?}"))?;
+            let values = data
+                .to_vec::<f32>()
+                .map_err(|e| format!("unexpected result type: {e:?}"))?;
+            Ok::<_, String>(values.chunks(width).map(<[f32]>::to_vec).collect())
+        };
+        Ok(Scores {
+            probs: rows(probs).await?,
+            features: rows(features).await?,
+        })
+    }
+}
+
+/// Per-face results of [`Classifier::classify_with_features`].
+#[derive(Debug, Clone, Default)]
+pub struct Scores {
+    /// Class probabilities, in the order of the manifest's labels.
+    pub probs: Vec<Vec<f32>>,
+    /// Pooled features, `d_model` values each.
+    pub features: Vec<Vec<f32>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::face::{crop_face, FaceFinder, Grey};
+
+    /// Runs a future that never waits on anything outside itself (the CPU backend's read-back).
+    fn ready<F: std::future::Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the CPU backend's read-back should be ready"),
+        }
+    }
+
+    fn shipped() -> (WebManifest, Vec<u8>) {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/web");
+        let json = std::fs::read_to_string(format!("{dir}/model.json")).unwrap();
+        let manifest = WebManifest::from_json(&json, "model.json").unwrap();
+        let bytes = std::fs::read(format!("{dir}/{}", manifest.weights)).unwrap();
+        (manifest, bytes)
+    }
+
+    #[test]
+    fn the_shipped_weights_load_and_give_probabilities() {
+        type B = burn::backend::Flex;
+        let (manifest, bytes) = shipped();
+        assert!(
+            bytes.len() <= 4 << 20,
+            "the page's weights must stay under 4 MB"
+        );
+        let classifier = Classifier::<B>::load(manifest, &bytes, Default::default()).unwrap();
+        let frame = Grey {
+            width: 64,
+            height: 64,
+            pixels: (0..64 * 64).map(|i| (i % 251) as u8).collect(),
+        };
+        let faces = [
+            crop_face(
+                &frame,
+                &crate::face::FaceBox {
+                    x: 10.0,
+                    y: 10.0,
+                    width: 30.0,
+                    height: 30.0,
+                    score: 3.0,
+                },
+            ),
+            crop_face(
+                &frame,
+                &crate::face::FaceBox {
+                    x: 0.0,
+                    y: 20.0,
+                    width: 40.0,
+                    height: 40.0,
+                    score: 3.0,
+                },
+            ),
+        ];
+        let probs = ready(classifier.classify(&faces)).unwrap();
+        assert_eq!(probs.len(), 2);
+        for p in &probs {
+            assert_eq!(p.len(), 8);
+            assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{p:?}");
+        }
+        // Batched and one-by-one inference agree.
+        let single = ready(classifier.classify(&faces[1..])).unwrap();
+        for (a, b) in single[0].iter().zip(&probs[1]) {
+            assert!((a - b).abs() < 1e-5);
+        }
+        let _ = FaceFinder::new().unwrap();
+
+        // One pass with features gives the same probabilities, and d_model features a face.
+        let scores = ready(classifier.classify_with_features(&faces)).unwrap();
+        assert_eq!(scores.features.len(), 2);
+        assert!(scores.features.iter().all(|f| f.len() == 128));
+        for (a, b) in scores.probs.iter().flatten().zip(probs.iter().flatten()) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn damaged_or_mismatched_downloads_are_refused() {
+        type B = burn::backend::Flex;
+        let (manifest, mut bytes) = shipped();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let err = Classifier::<B>::load(manifest.clone(), &bytes, Default::default())
+            .err()
+            .unwrap();
+        assert!(err.contains("stale or damaged"), "{err}");
+        bytes[last] ^= 1;
+        let mut wrong = manifest;
+        wrong.labels.pop();
+        let err = Classifier::<B>::load(wrong, &bytes, Default::default())
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("7 class names for a model with 8 classes"),
+            "{err}"
+        );
+    }
+}
