@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, extname, join, normalize, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -98,6 +98,12 @@ export async function launch(args = []) {
     args: [...BASE_ARGS, ...args],
     viewport: { width: 1200, height: 1000 },
   });
+  // The profile folder goes with the browser.
+  const close = browser.close.bind(browser);
+  browser.close = async () => {
+    await close();
+    rmSync(profile, { recursive: true, force: true });
+  };
   const page = browser.pages()[0] ?? (await browser.newPage());
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));

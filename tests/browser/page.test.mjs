@@ -6,9 +6,9 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { ARTEFACTS, PHOTOS, RESULT_MS, launch, openReady as openAt, startServer } from "./harness.mjs";
 
 const GROUP_PHOTO = join(PHOTOS, "faceapi-demo-photos/package/demo/sample1.jpg");
@@ -121,6 +121,15 @@ test("a group photo: every face gets a box and probabilities that sum to 1", asy
     assert.match(await page.textContent("#message"), /downscaled/);
     assert.match(await page.textContent("#timing"), /ms per face/);
     await page.screenshot({ path: join(ARTEFACTS, "photo-upload.png"), fullPage: true });
+    // The header, the photo with its boxes and the face cards, small enough for the README.
+    const cards = await page.locator("#faces").boundingBox();
+    await page.screenshot({
+      path: join(ARTEFACTS, "photo-faces.jpg"),
+      type: "jpeg",
+      quality: 80,
+      clip: { x: 0, y: 0, width: 1200, height: Math.ceil(cards.y + cards.height + 16) },
+      fullPage: true,
+    });
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
@@ -150,6 +159,17 @@ test("uploads that are not images, or show no face, get a message and leave the 
       null,
       { timeout: RESULT_MS },
     );
+
+    // Over the 64 MB limit: refused before decoding.
+    const huge = join(mkdtempSync(join(tmpdir(), "mimic-upload-")), "huge.jpg");
+    writeFileSync(huge, Buffer.alloc(65 * 1024 * 1024, 0xff));
+    await page.setInputFiles("#upload", huge);
+    await page.waitForFunction(
+      () => /photos over 67 MB are refused/.test(document.querySelector("#message")?.textContent ?? ""),
+      null,
+      { timeout: RESULT_MS },
+    );
+    rmSync(dirname(huge), { recursive: true, force: true });
 
     await page.setInputFiles("#upload", NO_FACE);
     await page.waitForFunction(
@@ -240,6 +260,20 @@ async function oneFaceOn(args, query) {
     throw e;
   }
 }
+
+test("a machine without a camera gives a message", async () => {
+  // Camera prompts accepted, but no (fake) device: getUserMedia finds no camera.
+  const { browser, page } = await launch(["--use-fake-ui-for-media-stream"]);
+  try {
+    await openReady(page);
+    await page.click("#camera");
+    await page.waitForSelector("#message", { timeout: RESULT_MS });
+    assert.match(await page.textContent("#message"), /No camera was found|could not be opened/);
+    assert.match(await page.textContent("#camera"), /Start the webcam/);
+  } finally {
+    await browser.close();
+  }
+});
 
 test("WebGPU when the browser gives an adapter, the CPU otherwise, with the same results", async () => {
   const gpu = await oneFaceOn(["--enable-unsafe-webgpu"], "");
