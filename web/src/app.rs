@@ -485,14 +485,7 @@ async fn bench(ui: Ui, runs: usize) -> Result<(), String> {
     let blob =
         web_sys::Blob::new_with_u8_array_sequence(&blob_parts).map_err(|e| dom::js_error(&e))?;
     let bitmap = dom::decode_blob(&blob).await?;
-    let document = dom::window().document().ok_or("no document")?;
-    let canvas: HtmlCanvasElement = document
-        .create_element("canvas")
-        .map_err(|e| dom::js_error(&e))?
-        .dyn_into()
-        .map_err(|_| "not a canvas".to_string())?;
-    canvas.set_width(bitmap.width());
-    canvas.set_height(bitmap.height());
+    let canvas = dom::scratch_canvas(bitmap.width(), bitmap.height())?;
     dom::context_2d(&canvas)?
         .draw_image_with_image_bitmap(&bitmap, 0.0, 0.0)
         .map_err(|e| dom::js_error(&e))?;

@@ -45,22 +45,8 @@ impl<B: Backend> Classifier<B> {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
-        let size = self.manifest.model.img_size;
-        let pixels: Vec<f32> = faces.iter().flat_map(|f| eval_view(f, size)).collect();
-        let x = Tensor::<B, 4>::from_data(
-            TensorData::new(pixels, [faces.len(), 3, size, size]),
-            &self.device,
-        );
-        let probs = softmax(self.model.forward(x), 1);
-        let data = probs
-            .into_data_async()
-            .await
-            .map_err(|e| format!("reading the result back failed: {e:?}"))?;
-        let values = data
-            .to_vec::<f32>()
-            .map_err(|e| format!("unexpected result type: {e:?}"))?;
-        let n = self.manifest.labels.len();
-        Ok(values.chunks(n).map(<[f32]>::to_vec).collect())
+        let probs = softmax(self.model.forward(self.input(faces)), 1);
+        read_rows(probs).await
     }
 
     /// [`Self::classify`] plus each face's pooled features (`Vit::forward_features`, the
@@ -69,30 +55,43 @@ impl<B: Backend> Classifier<B> {
         if faces.is_empty() {
             return Ok(Scores::default());
         }
-        let size = self.manifest.model.img_size;
-        let pixels: Vec<f32> = faces.iter().flat_map(|f| eval_view(f, size)).collect();
-        let x = Tensor::<B, 4>::from_data(
-            TensorData::new(pixels, [faces.len(), 3, size, size]),
-            &self.device,
-        );
-        let features = self.model.forward_features(x);
+        let features = self.model.forward_features(self.input(faces));
         let probs = softmax(self.model.forward_head(features.clone()), 1);
-        let rows = |t: Tensor<B, 2>| async move {
-            let width = t.dims()[1];
-            let data = t
-                .into_data_async()
-                .await
-                .map_err(|e| format!("reading the result back failed: {e:?}"))?;
-            let values = data
-                .to_vec::<f32>()
-                .map_err(|e| format!("unexpected result type: {e:?}"))?;
-            Ok::<_, String>(values.chunks(width).map(<[f32]>::to_vec).collect())
-        };
         Ok(Scores {
-            probs: rows(probs).await?,
-            features: rows(features).await?,
+            probs: read_rows(probs).await?,
+            features: read_rows(features).await?,
         })
     }
+
+    /// The faces as the model's input batch, converted as the training images were.
+    ///
+    /// # Shapes
+    /// - output: `[faces, 3, img_size, img_size]`
+    fn input(&self, faces: &[DecodedImage]) -> Tensor<B, 4> {
+        let size = self.manifest.model.img_size;
+        let pixels: Vec<f32> = faces.iter().flat_map(|f| eval_view(f, size)).collect();
+        Tensor::from_data(
+            TensorData::new(pixels, [faces.len(), 3, size, size]),
+            &self.device,
+        )
+    }
+}
+
+/// A tensor's values, read back asynchronously (synchronous read-backs are not allowed on
+/// WebGPU in wasm).
+pub async fn read_back<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, String> {
+    t.into_data_async()
+        .await
+        .map_err(|e| format!("reading a result back failed: {e:?}"))?
+        .to_vec::<f32>()
+        .map_err(|e| format!("unexpected result type: {e:?}"))
+}
+
+/// The rows of a `[rows, width]` tensor, read back asynchronously.
+async fn read_rows<B: Backend>(t: Tensor<B, 2>) -> Result<Vec<Vec<f32>>, String> {
+    let width = t.dims()[1];
+    let values = read_back(t).await?;
+    Ok(values.chunks(width).map(<[f32]>::to_vec).collect())
 }
 
 /// Per-face results of [`Classifier::classify_with_features`].

@@ -109,14 +109,7 @@ pub async fn mix_pair<B: Backend>(
         req.threshold,
         req.metric,
     );
-    let data = mixed
-        .image
-        .into_data_async()
-        .await
-        .map_err(|e| format!("reading the mixed image back failed: {e:?}"))?;
-    let pixels = data
-        .to_vec::<f32>()
-        .map_err(|e| format!("unexpected image type: {e:?}"))?;
+    let pixels = crate::engine::read_back(mixed.image).await?;
     Ok(MixResult {
         pixels,
         lambda: plan.lambda,

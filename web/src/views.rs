@@ -7,7 +7,7 @@ use std::sync::Arc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use mimic_core::mix::{LabelMetric, MixKind};
-use wasm_bindgen::{Clamped, JsCast};
+use wasm_bindgen::Clamped;
 use web_sys::{HtmlCanvasElement, ImageData, RequestCache};
 
 use crate::dom;
@@ -95,7 +95,7 @@ async fn load_map() -> Result<MapData, String> {
     let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(png.as_slice()));
     let blob = web_sys::Blob::new_with_u8_array_sequence(&parts).map_err(|e| dom::js_error(&e))?;
     let bitmap = dom::decode_blob(&blob).await?;
-    let canvas = scratch_canvas(bitmap.width(), bitmap.height())?;
+    let canvas = dom::scratch_canvas(bitmap.width(), bitmap.height())?;
     dom::context_2d(&canvas)?
         .draw_image_with_image_bitmap(&bitmap, 0.0, 0.0)
         .map_err(|e| dom::js_error(&e))?;
@@ -113,19 +113,6 @@ async fn load_map() -> Result<MapData, String> {
         sprite: rgba.chunks(4).map(|p| p[0]).collect(),
         sprite_size: (w as u32, h as u32),
     })
-}
-
-/// A canvas that is not part of the page.
-fn scratch_canvas(width: u32, height: u32) -> Result<HtmlCanvasElement, String> {
-    let document = dom::window().document().ok_or("no document")?;
-    let canvas: HtmlCanvasElement = document
-        .create_element("canvas")
-        .map_err(|e| dom::js_error(&e))?
-        .dyn_into()
-        .map_err(|_| "not a canvas".to_string())?;
-    canvas.set_width(width);
-    canvas.set_height(height);
-    Ok(canvas)
 }
 
 /// Both views, shown once their files are loaded. `live` holds the pooled features of the
