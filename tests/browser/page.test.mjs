@@ -165,7 +165,7 @@ test("uploads that are not images, or show no face, get a message and leave the 
     writeFileSync(huge, Buffer.alloc(65 * 1024 * 1024, 0xff));
     await page.setInputFiles("#upload", huge);
     await page.waitForFunction(
-      () => /photos over 67 MB are refused/.test(document.querySelector("#message")?.textContent ?? ""),
+      () => /photos over 64 MB are refused/.test(document.querySelector("#message")?.textContent ?? ""),
       null,
       { timeout: RESULT_MS },
     );
@@ -184,6 +184,21 @@ test("uploads that are not images, or show no face, get a message and leave the 
     await page.waitForSelector(".face", { timeout: RESULT_MS });
     assertDistributions(await faceProbabilities(page));
     await page.screenshot({ path: join(ARTEFACTS, "bad-uploads-then-face.png"), fullPage: true });
+
+    // A failed upload after it leaves nothing of that face on screen.
+    await page.setInputFiles("#upload", {
+      name: "broken.png",
+      mimeType: "image/png",
+      buffer: Buffer.from("\x89PNG\r\n\x1a\n truncated"),
+    });
+    await page.waitForFunction(
+      () => /could not be read/.test(document.querySelector("#message")?.textContent ?? ""),
+      null,
+      { timeout: RESULT_MS },
+    );
+    assert.equal((await faceProbabilities(page)).length, 0);
+    assert.equal((await page.textContent("#timing")).trim(), "");
+    assert.equal(await boxPixels(page), 0, "the old face box is gone");
   } finally {
     await browser.close();
   }
@@ -204,8 +219,20 @@ test("a fake webcam streaming a face photo gives live predictions", async () => 
     `--use-file-for-fake-video-capture=${video}`,
   ]);
   try {
+    // Record every stream the page opens, to check that none is left running.
+    await page.addInitScript(() => {
+      const devices = navigator.mediaDevices;
+      const open = devices.getUserMedia.bind(devices);
+      window.openedStreams = [];
+      devices.getUserMedia = async (constraints) => {
+        const stream = await open(constraints);
+        window.openedStreams.push(stream);
+        return stream;
+      };
+    });
     await openReady(page);
-    await page.click("#camera");
+    // An impatient double click opens one camera, not two.
+    await page.dblclick("#camera");
     await page.waitForFunction(
       () => Number(document.querySelector("#timing")?.dataset.frames ?? 0) >= 3,
       null,
@@ -218,6 +245,10 @@ test("a fake webcam streaming a face photo gives live predictions", async () => 
     await page.screenshot({ path: join(ARTEFACTS, "webcam.png"), fullPage: true });
     await page.click("#camera");
     await page.waitForFunction(() => /Start/.test(document.querySelector("#camera").textContent));
+    const live = await page.evaluate(() =>
+      window.openedStreams.filter((s) => s.getTracks().some((t) => t.readyState === "live")).length,
+    );
+    assert.equal(live, 0, "every camera stream is stopped");
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
@@ -297,6 +328,18 @@ test("WebGPU when the browser gives an adapter, the CPU otherwise, with the same
   assert.deepEqual(forced.probs, cpu.probs);
 });
 
+test("?bench with a count it cannot take says so", async () => {
+  const { browser, page } = await launch();
+  try {
+    await openReady(page, "?bench=abc");
+    await page.waitForSelector("#bench", { timeout: RESULT_MS });
+    const report = JSON.parse(await page.textContent("#bench"));
+    assert.match(report.error, /\?bench takes a number of runs from 1 to 10000, not “abc”/);
+  } finally {
+    await browser.close();
+  }
+});
+
 test("?bench times inferences on the fixed face and reports ms per face", async () => {
   const { browser, page } = await launch();
   try {
@@ -309,6 +352,7 @@ test("?bench times inferences on the fixed face and reports ms per face", async 
     assert.equal(report.runs, 30);
     assert.ok(Number.isFinite(report.ms_per_face_median) && report.ms_per_face_median > 0);
     report.page_ready_ms = ready;
+    report.ready_status = await page.textContent("#status");
     writeFileSync(join(ARTEFACTS, "bench.json"), JSON.stringify(report, null, 2) + "\n");
     console.log(
       `bench: ${report.backend}: median ${report.ms_per_face_median.toFixed(2)} ms/face ` +

@@ -314,5 +314,21 @@ fn export_web_writes_compact_weights_that_predict_like_the_checkpoint() {
     assert!(!ok);
     assert!(stderr.contains("mae_toy_full.pth"), "{stderr}");
     assert!(!dir.join("bad").join("model.json").exists());
+
+    // --out naming a file is refused before anything is written.
+    let file = dir.join("f16").join("model.json");
+    let (ok, _, stderr) = run_cli(&[
+        "export-web",
+        "--model",
+        "vit_toy_patch8_32",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("is not a folder"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,10 +25,12 @@ const BENCH_FACE_URL: &str = "web/bench-face.png";
 const MAX_PHOTO_SIDE: f64 = 1280.0;
 /// Camera frames are drawn at most this many pixels wide.
 const MAX_CAMERA_SIDE: f64 = 640.0;
-/// Uploads larger than this are refused before decoding.
-const MAX_UPLOAD_BYTES: f64 = 64.0 * 1024.0 * 1024.0;
+/// Uploads larger than this (64 MB) are refused before decoding.
+const MAX_UPLOAD_BYTES: f64 = 64e6;
 /// Inferences timed by `?bench` when no count is given.
 const BENCH_RUNS: usize = 50;
+/// The most inferences `?bench=N` takes.
+const MAX_BENCH_RUNS: usize = 10_000;
 
 #[derive(Default)]
 struct Runtime {
@@ -61,6 +63,8 @@ struct Ui {
     timing: RwSignal<String>,
     frames: RwSignal<u32>,
     camera_on: RwSignal<bool>,
+    /// True while the browser is asked for the camera (the button waits for the answer).
+    camera_opening: RwSignal<bool>,
     bench: RwSignal<String>,
     model_line: RwSignal<String>,
     /// Pooled features of the largest face analysed last, for the t-SNE map.
@@ -77,6 +81,7 @@ impl Ui {
             timing: RwSignal::new(String::new()),
             frames: RwSignal::new(0),
             camera_on: RwSignal::new(false),
+            camera_opening: RwSignal::new(false),
             bench: RwSignal::new(String::new()),
             model_line: RwSignal::new(String::new()),
             live: RwSignal::new(None),
@@ -89,15 +94,19 @@ pub fn App() -> impl IntoView {
     let ui = Ui::new();
     let canvas = NodeRef::<leptos::html::Canvas>::new();
     let video = NodeRef::<leptos::html::Video>::new();
-    let bench_runs = dom::query_param("bench").map(|n| n.parse().unwrap_or(BENCH_RUNS).max(1));
+    let bench_runs = dom::query_param("bench").map(|n| bench_runs(&n));
 
     spawn_local(async move {
         match load(ui).await {
             Ok(()) => {
-                if let Some(runs) = bench_runs {
-                    if let Err(e) = bench(ui, runs).await {
-                        ui.bench.set(format!("{{\"error\": {:?}}}", e));
-                    }
+                let result = match bench_runs {
+                    Some(Ok(runs)) => bench(ui, runs).await,
+                    Some(Err(e)) => Err(e),
+                    None => Ok(()),
+                };
+                if let Err(e) = result {
+                    ui.message.set(Some(e.clone()));
+                    ui.bench.set(serde_json::json!({ "error": e }).to_string());
                 }
             }
             Err(e) => {
@@ -107,15 +116,17 @@ pub fn App() -> impl IntoView {
         }
     });
 
-    let on_file = move |file: web_sys::File| {
+    // `ignored`: how many other files came with it (a drop of several).
+    let on_file = move |file: web_sys::File, ignored: u32| {
         let Some(canvas) = canvas.get_untracked() else {
             return;
         };
         spawn_local(async move {
             stop_camera(ui);
             ui.message.set(None);
-            if let Err(e) = analyse_photo(ui, &canvas, file).await {
-                ui.faces.set(Vec::new());
+            if let Err(e) = analyse_photo(ui, &canvas, file, ignored).await {
+                // Nothing of the previous photo stays on screen beside the error.
+                clear_results(ui, &canvas);
                 ui.message.set(Some(e));
             }
         });
@@ -127,7 +138,7 @@ pub fn App() -> impl IntoView {
             .and_then(|i| i.files())
             .and_then(|f| f.get(0))
         {
-            on_file(file);
+            on_file(file, 0);
         }
         if let Some(input) = input {
             input.set_value(""); // the same file can be chosen again
@@ -135,16 +146,16 @@ pub fn App() -> impl IntoView {
     };
     let on_drop = move |ev: web_sys::DragEvent| {
         ev.prevent_default();
-        match ev
-            .data_transfer()
-            .and_then(|d| d.files())
-            .and_then(|f| f.get(0))
-        {
-            Some(file) => on_file(file),
+        let files = ev.data_transfer().and_then(|d| d.files());
+        match files.as_ref().and_then(|f| f.get(0)) {
+            Some(file) => on_file(file, files.map_or(1, |f| f.length()) - 1),
             None => ui.message.set(Some("Drop an image file here.".into())),
         }
     };
     let on_camera = move |_| {
+        if ui.camera_opening.get_untracked() {
+            return; // still waiting for the browser's answer to the last click
+        }
         if ui.camera_on.get_untracked() {
             stop_camera(ui);
             return;
@@ -152,6 +163,8 @@ pub fn App() -> impl IntoView {
         let (Some(canvas), Some(video)) = (canvas.get_untracked(), video.get_untracked()) else {
             return;
         };
+        // Set before the task starts, so that a second click right after this one is ignored.
+        ui.camera_opening.set(true);
         spawn_local(async move {
             ui.message.set(None);
             if let Err(e) = run_camera(ui, canvas, video).await {
@@ -168,7 +181,8 @@ pub fn App() -> impl IntoView {
             <p class="model" id="model">{move || ui.model_line.get()}</p>
         </header>
         <section class="controls">
-            <button id="camera" on:click=on_camera disabled=move || !ui.ready.get()>
+            <button id="camera" on:click=on_camera
+                disabled=move || !ui.ready.get() || ui.camera_opening.get()>
                 {move || if ui.camera_on.get() { "Stop the webcam" } else { "Start the webcam" }}
             </button>
             <label class="upload">
@@ -302,6 +316,7 @@ async fn analyse_photo(
     ui: Ui,
     canvas: &HtmlCanvasElement,
     file: web_sys::File,
+    ignored: u32,
 ) -> Result<(), String> {
     let name = file.name();
     let kind = file.type_();
@@ -331,6 +346,13 @@ async fn analyse_photo(
     bitmap.close();
     let found = analyse(ui, canvas).await?;
     let mut notes = Vec::new();
+    if ignored > 0 {
+        notes.push(format!(
+            "Only “{name}” was analysed; the {ignored} other dropped file{} {} ignored.",
+            if ignored == 1 { "" } else { "s" },
+            if ignored == 1 { "was" } else { "were" }
+        ));
+    }
     if scale < 1.0 {
         notes.push(format!(
             "“{name}” ({w}×{h}) was downscaled to {cw}×{ch} for analysis."
@@ -416,7 +438,8 @@ async fn analyse(ui: Ui, canvas: &HtmlCanvasElement) -> Result<usize, String> {
     Ok(n)
 }
 
-/// Opens the camera and analyses its frames until it is stopped.
+/// Opens the camera and analyses its frames until it is stopped. The caller sets
+/// `ui.camera_opening`; this clears it once the browser has answered.
 async fn run_camera(
     ui: Ui,
     canvas: HtmlCanvasElement,
@@ -427,16 +450,25 @@ async fn run_camera(
             s.push_str(" Opening the camera…");
         }
     });
+    let asked_in = RUNTIME.with(|rt| rt.borrow().camera_session);
     let opened = dom::open_camera().await;
+    ui.camera_opening.set(false);
     ui.status
         .update(|s| *s = s.trim_end_matches(" Opening the camera…").to_string());
     let stream = opened?;
+    if RUNTIME.with(|rt| rt.borrow().camera_session) != asked_in {
+        // A photo was chosen while the browser asked for the camera: the photo wins.
+        dom::stop_camera(&stream);
+        return Ok(());
+    }
     video.set_src_object(Some(&stream));
     video.set_muted(true);
     let session = RUNTIME.with(|rt| {
         let mut rt = rt.borrow_mut();
         rt.camera_session += 1;
-        rt.camera = Some(stream);
+        if let Some(old) = rt.camera.replace(stream) {
+            dom::stop_camera(&old); // never leave a stream running unseen
+        }
         rt.camera_session
     });
     ui.camera_on.set(true);
@@ -465,6 +497,31 @@ async fn run_camera(
         dom::sleep(10).await;
     }
     Ok(())
+}
+
+/// Clears the canvas, the face cards, the timing line and the live face on the map.
+fn clear_results(ui: Ui, canvas: &HtmlCanvasElement) {
+    if let Ok(ctx) = dom::context_2d(canvas) {
+        ctx.clear_rect(0.0, 0.0, canvas.width().into(), canvas.height().into());
+    }
+    ui.faces.set(Vec::new());
+    ui.timing.set(String::new());
+    ui.live.set(None);
+}
+
+/// The run count of `?bench=N`: N from 1 to [`MAX_BENCH_RUNS`], or [`BENCH_RUNS`] for a bare
+/// `?bench`.
+fn bench_runs(value: &str) -> Result<usize, String> {
+    if value.is_empty() {
+        return Ok(BENCH_RUNS);
+    }
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_BENCH_RUNS).contains(n))
+        .ok_or_else(|| {
+            format!("?bench takes a number of runs from 1 to {MAX_BENCH_RUNS}, not “{value}”.")
+        })
 }
 
 fn stop_camera(ui: Ui) {

@@ -87,8 +87,12 @@ pub fn scratch_canvas(width: u32, height: u32) -> Result<HtmlCanvasElement, Stri
 
 /// The 2-D context of a canvas.
 pub fn context_2d(canvas: &HtmlCanvasElement) -> Result<CanvasRenderingContext2d, String> {
+    // The page reads its canvases back (getImageData) after every frame: ask for a context
+    // that is kept in memory for that. Only the first call on a canvas decides.
+    let options = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&options, &"willReadFrequently".into(), &JsValue::TRUE);
     canvas
-        .get_context("2d")
+        .get_context_with_context_options("2d", &options)
         .ok()
         .flatten()
         .and_then(|c| c.dyn_into().ok())

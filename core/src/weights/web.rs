@@ -70,14 +70,31 @@ impl WebManifest {
             path: source.to_string(),
             reason: format!("not a mimic web manifest: {e}"),
         })?;
+        let fail = |reason: String| Error::WeightFormat {
+            path: source.to_string(),
+            reason,
+        };
         if manifest.format != MANIFEST_FORMAT {
-            return Err(Error::WeightFormat {
-                path: source.to_string(),
-                reason: format!(
-                    "manifest format {} (this page reads format {MANIFEST_FORMAT})",
-                    manifest.format
-                ),
-            });
+            return Err(fail(format!(
+                "manifest format {} (this page reads format {MANIFEST_FORMAT})",
+                manifest.format
+            )));
+        }
+        manifest
+            .model
+            .validate()
+            .map_err(|e| fail(format!("the model configuration is impossible: {e}")))?;
+        if manifest.labels.len() != manifest.model.n_classes {
+            return Err(fail(format!(
+                "the manifest lists {} class names for a model with {} classes",
+                manifest.labels.len(),
+                manifest.model.n_classes
+            )));
+        }
+        if let Some(a) = manifest.test_accuracy.filter(|a| !(0.0..=1.0).contains(a)) {
+            return Err(fail(format!(
+                "test_accuracy {a} is not a fraction in [0, 1]"
+            )));
         }
         Ok(manifest)
     }
@@ -352,8 +369,11 @@ mod tests {
     fn manifest_checks_format_size_and_checksum() {
         let manifest = WebManifest {
             format: MANIFEST_FORMAT,
-            model: config(),
-            labels: vec!["a".into()],
+            model: VitConfig {
+                n_classes: 5,
+                ..config()
+            },
+            labels: (0..5).map(|i| format!("c{i}")).collect(),
             dtype: WebDtype::F16,
             weights: "model.safetensors".into(),
             weights_bytes: 3,
@@ -383,5 +403,24 @@ mod tests {
             err.contains("m.json") && err.contains("not a mimic web manifest"),
             "{err}"
         );
+
+        // Values that cannot describe the weights are refused here, naming the manifest.
+        let mut few_labels = manifest.clone();
+        few_labels.labels.pop();
+        let mut bad_patch = manifest.clone();
+        bad_patch.model.patch_size = 7;
+        let mut bad_accuracy = manifest.clone();
+        bad_accuracy.test_accuracy = Some(2.5);
+        for (bad, want) in [
+            (few_labels, "4 class names for a model with 5 classes"),
+            (bad_patch, "patch size 7 must divide image size 32"),
+            (bad_accuracy, "test_accuracy 2.5 is not a fraction"),
+        ] {
+            let json = serde_json::to_string(&bad).unwrap();
+            let err = WebManifest::from_json(&json, "m.json")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("m.json") && err.contains(want), "{err}");
+        }
     }
 }

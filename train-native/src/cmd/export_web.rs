@@ -66,6 +66,9 @@ impl Job for Args {
 }
 
 fn export<B: Backend>(args: &Args, device: &B::Device) -> Result<()> {
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("--out {}: exists and is not a folder", args.out.display());
+    }
     let dtype = match args.dtype {
         DtypeArg::F16 => WebDtype::F16,
         DtypeArg::Int8 => WebDtype::Int8,
