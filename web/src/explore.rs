@@ -48,6 +48,13 @@ pub struct MixResult {
     pub distance: f32,
     /// Whether it is a positive of the anchor.
     pub positive: bool,
+    /// The anchor class, threshold and metric this was decided with (the controls may have
+    /// moved on while it was computed).
+    pub anchor: usize,
+    /// See `anchor`.
+    pub threshold: f32,
+    /// See `anchor`.
+    pub metric: LabelMetric,
 }
 
 /// A one-hot label.
@@ -117,6 +124,9 @@ pub async fn mix_pair<B: Backend>(
         label: mixed.label,
         distance: mixed.distance,
         positive: mixed.positive,
+        anchor: req.anchor,
+        threshold: req.threshold,
+        metric: req.metric,
     })
 }
 

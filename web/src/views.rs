@@ -554,9 +554,10 @@ fn MixExplorer(data: Arc<MapData>) -> impl IntoView {
     let anchor_names = data.map.classes.clone();
     let decision = move || {
         result.get().map(|r| {
-            let name = anchor_names[anchor.get()].clone();
-            let t = threshold.get();
-            let metric_name = match metric.get() {
+            // What the result was decided with, not what the controls say now.
+            let name = anchor_names.get(r.anchor).cloned().unwrap_or_default();
+            let t = r.threshold;
+            let metric_name = match r.metric {
                 LabelMetric::Linf => "L∞",
                 LabelMetric::L1 => "L1",
             };
@@ -579,15 +580,18 @@ fn MixExplorer(data: Arc<MapData>) -> impl IntoView {
     let lambda_line = move || {
         result.get().map(|r| {
             let text = match r.cut {
-                Some(b) => format!(
-                    "λ = {:.3} (box rows {}–{}, columns {}–{}; asked {:.2})",
+                // CutMix draws a box for the asked λ and clips it at the border, so the
+                // effective λ can differ; rows and columns are 1-based and inclusive here.
+                Some(b) if b.y1 > b.y0 && b.x1 > b.x0 => format!(
+                    "λ = {:.3} (pasted box rows {}–{}, columns {}–{}; asked {:.2})",
                     r.lambda,
-                    b.y0,
+                    b.y0 + 1,
                     b.y1,
-                    b.x0,
+                    b.x0 + 1,
                     b.x1,
                     lambda.get()
                 ),
+                Some(_) => format!("λ = {:.3} (empty box; asked {:.2})", r.lambda, lambda.get()),
                 None => format!("λ = {:.3}", r.lambda),
             };
             view! { <span id="mix-lambda-value" data-lambda=r.lambda.to_string()>{text}</span> }
