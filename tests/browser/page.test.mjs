@@ -50,6 +50,20 @@ function assertDistributions(faces) {
   }
 }
 
+/** Uploads a file that claims to be a PNG but is cut off; waits for the page's message. */
+async function uploadBrokenPng(page) {
+  await page.setInputFiles("#upload", {
+    name: "broken.png",
+    mimeType: "image/png",
+    buffer: Buffer.from("\x89PNG\r\n\x1a\n truncated"),
+  });
+  await page.waitForFunction(
+    () => /could not be read/.test(document.querySelector("#message")?.textContent ?? ""),
+    null,
+    { timeout: RESULT_MS },
+  );
+}
+
 /** Number of canvas pixels of the page's box colour (#1fd17a): the drawn face boxes. */
 async function boxPixels(page) {
   return page.$eval("#view", (canvas) => {
@@ -149,16 +163,7 @@ test("uploads that are not images, or show no face, get a message and leave the 
     assert.match(await page.textContent("#message"), /“notes\.txt” is not an image/);
 
     // Claims to be an image, but is not one.
-    await page.setInputFiles("#upload", {
-      name: "broken.png",
-      mimeType: "image/png",
-      buffer: Buffer.from("\x89PNG\r\n\x1a\n truncated"),
-    });
-    await page.waitForFunction(
-      () => /could not be read/.test(document.querySelector("#message")?.textContent ?? ""),
-      null,
-      { timeout: RESULT_MS },
-    );
+    await uploadBrokenPng(page);
 
     // Over the 64 MB limit: refused before decoding.
     const huge = join(mkdtempSync(join(tmpdir(), "mimic-upload-")), "huge.jpg");
@@ -186,16 +191,7 @@ test("uploads that are not images, or show no face, get a message and leave the 
     await page.screenshot({ path: join(ARTEFACTS, "bad-uploads-then-face.png"), fullPage: true });
 
     // A failed upload after it leaves nothing of that face on screen.
-    await page.setInputFiles("#upload", {
-      name: "broken.png",
-      mimeType: "image/png",
-      buffer: Buffer.from("\x89PNG\r\n\x1a\n truncated"),
-    });
-    await page.waitForFunction(
-      () => /could not be read/.test(document.querySelector("#message")?.textContent ?? ""),
-      null,
-      { timeout: RESULT_MS },
-    );
+    await uploadBrokenPng(page);
     assert.equal((await faceProbabilities(page)).length, 0);
     assert.equal((await page.textContent("#timing")).trim(), "");
     assert.equal(await boxPixels(page), 0, "the old face box is gone");

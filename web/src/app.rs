@@ -537,16 +537,7 @@ fn stop_camera(ui: Ui) {
 
 /// `?bench[=N]`: times N single-face inferences on a fixed face and prints the figures as JSON.
 async fn bench(ui: Ui, runs: usize) -> Result<(), String> {
-    let bytes = dom::fetch_bytes(BENCH_FACE_URL, RequestCache::Default).await?;
-    let blob_parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes.as_slice()));
-    let blob =
-        web_sys::Blob::new_with_u8_array_sequence(&blob_parts).map_err(|e| dom::js_error(&e))?;
-    let bitmap = dom::decode_blob(&blob).await?;
-    let canvas = dom::scratch_canvas(bitmap.width(), bitmap.height())?;
-    dom::context_2d(&canvas)?
-        .draw_image_with_image_bitmap(&bitmap, 0.0, 0.0)
-        .map_err(|e| dom::js_error(&e))?;
-    let (rgba, w, h) = dom::canvas_rgba(&canvas)?;
+    let (rgba, w, h) = dom::fetch_rgba(BENCH_FACE_URL, RequestCache::Default).await?;
     let grey = Grey::from_rgba(&rgba, w, h);
     let face = [DecodedImage {
         width: w,

@@ -85,6 +85,23 @@ pub fn scratch_canvas(width: u32, height: u32) -> Result<HtmlCanvasElement, Stri
     Ok(canvas)
 }
 
+/// Fetches an image and decodes it with the browser's decoders: its RGBA pixels, width and
+/// height.
+pub async fn fetch_rgba(url: &str, cache: RequestCache) -> Result<(Vec<u8>, usize, usize), String> {
+    let bytes = fetch_bytes(url, cache).await?;
+    let parts = js_sys::Array::of1(&Uint8Array::from(bytes.as_slice()));
+    let blob = web_sys::Blob::new_with_u8_array_sequence(&parts).map_err(|e| js_error(&e))?;
+    let bitmap = decode_blob(&blob)
+        .await
+        .map_err(|e| format!("{url} is not an image the browser can read ({e})"))?;
+    let canvas = scratch_canvas(bitmap.width(), bitmap.height())?;
+    context_2d(&canvas)?
+        .draw_image_with_image_bitmap(&bitmap, 0.0, 0.0)
+        .map_err(|e| js_error(&e))?;
+    bitmap.close();
+    canvas_rgba(&canvas)
+}
+
 /// The 2-D context of a canvas.
 pub fn context_2d(canvas: &HtmlCanvasElement) -> Result<CanvasRenderingContext2d, String> {
     // The page reads its canvases back (getImageData) after every frame: ask for a context

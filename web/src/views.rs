@@ -91,15 +91,7 @@ async fn load_map() -> Result<MapData, String> {
     let map = TsneMap::new(file, &features).map_err(|e| format!("{features_url}: {e}"))?;
 
     let sprite_url = format!("web/{}", web.sprite);
-    let png = dom::fetch_bytes(&sprite_url, RequestCache::NoCache).await?;
-    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(png.as_slice()));
-    let blob = web_sys::Blob::new_with_u8_array_sequence(&parts).map_err(|e| dom::js_error(&e))?;
-    let bitmap = dom::decode_blob(&blob).await?;
-    let canvas = dom::scratch_canvas(bitmap.width(), bitmap.height())?;
-    dom::context_2d(&canvas)?
-        .draw_image_with_image_bitmap(&bitmap, 0.0, 0.0)
-        .map_err(|e| dom::js_error(&e))?;
-    let (rgba, w, h) = dom::canvas_rgba(&canvas)?;
+    let (rgba, w, h) = dom::fetch_rgba(&sprite_url, RequestCache::NoCache).await?;
     let needed = map.thumb_origin(map.points.len().saturating_sub(1));
     if needed.0 + web.thumb > w as u32 || needed.1 + web.thumb > h as u32 {
         return Err(format!(
