@@ -64,7 +64,8 @@ BEGIN {
         s = steps[i]; ips = num(s)
         if (ips == 0) continue
         tf = ips * flops[s] / 1e3
-        printf "| %s | %s | %.1f | %.2f | %.2f | %.1f %% |\n", model, s, ips, flops[s], tf, 100 * tf / peak
+        printf "| %s | %s | %.1f | %.2f | %.2f | %.1f %% |\n",
+            model, s, ips, flops[s], tf, 100 * tf / peak
     }
 }' "$out/bench.jsonl" | tee "$out/summary.md"
 echo "bench-gpu: wrote $out/bench.jsonl and $out/summary.md"

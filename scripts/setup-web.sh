@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TRUNK_VERSION=0.21.14
-bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' \
+    Cargo.lock)
 if [ -z "$bindgen_version" ]; then
     echo "setup-web: cannot find the wasm-bindgen version in Cargo.lock" >&2
     exit 1
@@ -27,7 +28,7 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $bindgen_version" 
 fi
 
 if ! grep -q "wasm_bindgen = \"$bindgen_version\"" Trunk.toml; then
-    echo "setup-web: Trunk.toml's [tools] wasm_bindgen differs from Cargo.lock's $bindgen_version" >&2
+    echo "setup-web: Trunk.toml's [tools] wasm_bindgen is not Cargo.lock's $bindgen_version" >&2
     exit 1
 fi
 echo "setup-web: ready; run \`trunk serve\` here and open http://127.0.0.1:8080"

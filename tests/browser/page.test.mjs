@@ -9,7 +9,14 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { ARTEFACTS, PHOTOS, RESULT_MS, launch, openReady as openAt, startServer } from "./harness.mjs";
+import {
+  ARTEFACTS,
+  PHOTOS,
+  RESULT_MS,
+  launch,
+  openReady as openAt,
+  startServer,
+} from "./harness.mjs";
 
 const GROUP_PHOTO = join(PHOTOS, "faceapi-demo-photos/package/demo/sample1.jpg");
 const ONE_FACE = join(PHOTOS, "skimage-data/skimage/data/astronaut.png");
@@ -150,7 +157,7 @@ test("a group photo: every face gets a box and probabilities that sum to 1", asy
   }
 });
 
-test("uploads that are not images, or show no face, get a message and leave the page working", async () => {
+test("bad uploads and faceless photos get a message and leave the page working", async () => {
   const { browser, page } = await launch();
   try {
     await openReady(page);
@@ -170,7 +177,7 @@ test("uploads that are not images, or show no face, get a message and leave the 
     writeFileSync(huge, Buffer.alloc(65 * 1024 * 1024, 0xff));
     await page.setInputFiles("#upload", huge);
     await page.waitForFunction(
-      () => /photos over 64 MB are refused/.test(document.querySelector("#message")?.textContent ?? ""),
+      () => /over 64 MB are refused/.test(document.querySelector("#message")?.textContent ?? ""),
       null,
       { timeout: RESULT_MS },
     );
@@ -302,7 +309,7 @@ test("a machine without a camera gives a message", async () => {
   }
 });
 
-test("WebGPU when the browser gives an adapter, the CPU otherwise, with the same results", async () => {
+test("WebGPU with an adapter, else the CPU, and both give the same results", async () => {
   const gpu = await oneFaceOn(["--enable-unsafe-webgpu"], "");
   await gpu.page.screenshot({ path: join(ARTEFACTS, "webgpu.png"), fullPage: true });
   await gpu.browser.close();
