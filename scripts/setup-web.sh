@@ -17,8 +17,11 @@ fi
 rustup target add wasm32-unknown-unknown
 
 if [ "$(trunk --version 2>/dev/null)" != "trunk $TRUNK_VERSION" ]; then
-    echo "setup-web: installing trunk $TRUNK_VERSION (about 15 minutes on 2 cores)"
-    cargo install trunk --version "$TRUNK_VERSION" --locked
+    echo "setup-web: installing trunk $TRUNK_VERSION (about 6 minutes on 2 cores)"
+    # trunk's own release profile asks for fat LTO in one codegen unit (about 15 minutes
+    # here); a tool that copies files and runs wasm-bindgen does not need it.
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        cargo install trunk --version "$TRUNK_VERSION" --locked
 fi
 
 if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $bindgen_version" ]; then
