@@ -7,7 +7,7 @@ use burn::tensor::{Tensor, TensorData};
 use mimic_core::augment::eval_view;
 use mimic_core::data::DecodedImage;
 use mimic_core::model::Vit;
-use mimic_core::weights::{load_vit, LoadPolicy, TensorMap, WebManifest};
+use mimic_core::weights::{load_vit, LoadPolicy, TensorMap, WebDtype, WebManifest, QUANT_KEY};
 
 /// A loaded classifier and the manifest it came with.
 pub struct Classifier<B: Backend> {
@@ -23,6 +23,17 @@ impl<B: Backend> Classifier<B> {
         manifest.verify(bytes).map_err(|e| e.to_string())?;
         let map = TensorMap::from_safetensors_bytes(bytes, &manifest.weights)
             .map_err(|e| e.to_string())?;
+        // The page shows the manifest's encoding: it must be the file's.
+        let file_dtype = match map.metadata.contains_key(QUANT_KEY) {
+            true => WebDtype::Int8,
+            false => WebDtype::F16,
+        };
+        if file_dtype != manifest.dtype {
+            return Err(format!(
+                "the manifest says {:?} weights, but {} holds {file_dtype:?} ones",
+                manifest.dtype, manifest.weights
+            ));
+        }
         let (model, _) = load_vit::<B>(&manifest.model, map, &LoadPolicy::strict(), &device)
             .map_err(|e| e.to_string())?;
         Ok(Self {
@@ -188,6 +199,14 @@ mod tests {
             .unwrap();
         assert!(err.contains("stale or damaged"), "{err}");
         bytes[last] ^= 1;
+        // A manifest naming another encoding than the file's.
+        let mut int8 = manifest.clone();
+        int8.dtype = WebDtype::Int8;
+        let err = Classifier::<B>::load(int8, &bytes, Default::default())
+            .err()
+            .unwrap();
+        assert!(err.contains("says Int8 weights"), "{err}");
+
         // A manifest describing another architecture than the weights: the strict load fails.
         let mut wrong = manifest;
         wrong.model.depth -= 1;
