@@ -2,9 +2,8 @@
 
 use mimic_tests::{assert_close, fixture, floats, reference, run_cli};
 
-#[test]
-fn predict_json_gives_timms_logits() {
-    let weights = fixture("vit_toy.safetensors");
+/// `predict --json` of the toy timm model with `weights` on the fixture face.
+fn predict_toy(weights: &std::path::Path) -> serde_json::Value {
     let image = fixture("face32.png");
     let (ok, stdout, stderr) = run_cli(&[
         "predict",
@@ -19,7 +18,12 @@ fn predict_json_gives_timms_logits() {
         image.to_str().unwrap(),
     ]);
     assert!(ok, "{stderr}");
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+#[test]
+fn predict_json_gives_timms_logits() {
+    let v = predict_toy(&fixture("vit_toy.safetensors"));
     let r = reference();
     assert_close(
         &floats(&v["logits"]),
@@ -241,26 +245,9 @@ fn unavailable_backends_fail_with_one_line() {
 #[test]
 fn export_web_writes_compact_weights_that_predict_like_the_checkpoint() {
     let weights = fixture("vit_toy.safetensors");
-    let image = fixture("face32.png");
     let dir = std::env::temp_dir().join(format!("mimic-export-web-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let predict = |w: &std::path::Path| {
-        let (ok, stdout, stderr) = run_cli(&[
-            "predict",
-            "--model",
-            "vit_toy_patch8_32",
-            "--device",
-            "cpu",
-            "--json",
-            "--weights",
-            w.to_str().unwrap(),
-            "--image",
-            image.to_str().unwrap(),
-        ]);
-        assert!(ok, "{stderr}");
-        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
-        floats(&v["probs"])
-    };
+    let predict = |w: &std::path::Path| floats(&predict_toy(w)["probs"]);
     let want = predict(&weights);
 
     for (dtype, tol) in [("f16", 2e-3), ("int8", 3e-2)] {

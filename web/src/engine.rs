@@ -108,12 +108,12 @@ pub struct Scores {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::face::{crop_face, FaceFinder, Grey};
 
     /// Runs a future that never waits on anything outside itself (the CPU backend's read-back).
-    fn ready<F: std::future::Future>(future: F) -> F::Output {
+    pub(crate) fn ready<F: std::future::Future>(future: F) -> F::Output {
         let mut future = std::pin::pin!(future);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         match future.as_mut().poll(&mut cx) {

@@ -133,19 +133,10 @@ pub async fn mix_pair<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::tests::ready;
     use mimic_core::mix::is_positive;
 
     type B = burn::backend::Flex;
-
-    /// Runs a future that never waits on anything outside itself (the CPU backend's read-back).
-    fn ready<F: std::future::Future>(future: F) -> F::Output {
-        let mut future = std::pin::pin!(future);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => panic!("the CPU backend's read-back should be ready"),
-        }
-    }
 
     fn request(kind: MixKind, lambda: f64) -> MixRequest {
         MixRequest {
