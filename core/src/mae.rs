@@ -192,6 +192,23 @@ impl Masking {
         }
     }
 
+    /// The masking of images `start..start + len` of the batch.
+    ///
+    /// # Panics
+    /// If the range is not inside the batch.
+    pub fn rows(&self, start: usize, len: usize) -> Self {
+        assert!(start + len <= self.batch, "rows outside the batch");
+        let (p, k) = (self.n_patches, self.len_keep);
+        Self {
+            batch: len,
+            n_patches: p,
+            len_keep: k,
+            ids_keep: self.ids_keep[start * k..(start + len) * k].to_vec(),
+            ids_restore: self.ids_restore[start * p..(start + len) * p].to_vec(),
+            mask: self.mask[start * p..(start + len) * p].to_vec(),
+        }
+    }
+
     /// A fresh random masking: uniform noise per patch from `rng`, then [`Self::from_noise`].
     pub fn random(rng: &mut impl Rng, batch: usize, n_patches: usize, len_keep: usize) -> Self {
         let noise: Vec<f32> = (0..batch * n_patches).map(|_| rng.random()).collect();

@@ -74,3 +74,62 @@ pub fn run_cli(args: &[&str]) -> (bool, String, String) {
     let text = |b: Vec<u8>| String::from_utf8(b).expect("train-native prints utf-8");
     (out.status.success(), text(out.stdout), text(out.stderr))
 }
+
+/// Every float parameter's gradient in `grads`, named by its module path (empty when the
+/// parameter has none), in visiting order.
+pub fn named_grads<M: burn::module::Module<Ad>>(
+    module: &M,
+    grads: &burn::optim::GradientsParams,
+) -> Vec<(String, Vec<f32>)> {
+    struct Collect<'a> {
+        grads: &'a burn::optim::GradientsParams,
+        path: Vec<String>,
+        out: Vec<(String, Vec<f32>)>,
+    }
+    impl burn::module::ModuleVisitor<Ad> for Collect<'_> {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<Ad, D>>,
+        ) {
+            let grad = self.grads.get::<burn::backend::Flex, D>(param.id);
+            let values = grad.map_or_else(Vec::new, |g| g.into_data().to_vec().unwrap());
+            self.out.push((self.path.join("."), values));
+        }
+    }
+    let mut collect = Collect {
+        grads,
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    module.visit(&mut collect);
+    collect.out
+}
+
+/// Asserts two [`named_grads`] lists hold the same gradients: every parameter present in
+/// both, each entry within 1e-4 of the tensor's largest magnitude (sums taken in another
+/// order differ by rounding only).
+pub fn assert_same_grads(want: &[(String, Vec<f32>)], got: &[(String, Vec<f32>)], what: &str) {
+    assert_eq!(want.len(), got.len(), "{what}: parameter count");
+    for ((name, w), (_, g)) in want.iter().zip(got) {
+        assert!(!w.is_empty(), "{what}: {name} has no reference gradient");
+        assert_eq!(w.len(), g.len(), "{what}: {name} missing or misshapen");
+        let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let worst = w
+            .iter()
+            .zip(g)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-4 * scale,
+            "{what}: {name} differs by {worst} (largest entry {scale})"
+        );
+    }
+}
+
+/// The autodiff CPU backend the tests train on.
+type Ad = burn::backend::Autodiff<burn::backend::Flex>;

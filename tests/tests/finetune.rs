@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use mimic_core::augment::eval_view;
 use mimic_core::data::{decode_all, load_split, DatasetKind, LoadOptions};
@@ -13,11 +14,11 @@ use mimic_core::loss::supcon_loss;
 use mimic_core::mix::{LabelMetric, MixConfig};
 use mimic_core::model::VitConfig;
 use mimic_core::train::{
-    finetune_loss, GroupedOptimizer, MimicLossConfig, MimicModel, OptimKind, OptimizerConfig,
-    ProjKind, ProjectionHead,
+    finetune_gradients, finetune_loss, GroupedOptimizer, MimicLossConfig, MimicModel, OptimKind,
+    OptimizerConfig, ProjKind, ProjectionHead,
 };
 use mimic_core::weights::{export_safetensors, load_vit, param_shapes, LoadPolicy, TensorMap};
-use mimic_tests::{fixture, run_cli};
+use mimic_tests::{assert_same_grads, fixture, named_grads, run_cli};
 use rand::SeedableRng;
 
 type B = Autodiff<Flex>;
@@ -396,4 +397,77 @@ fn the_contrastive_branch_learns_on_a_fixed_batch() {
         values[11] < values[0] - 0.05,
         "contrastive term did not fall: {values:?}"
     );
+}
+
+#[test]
+fn sharded_gradients_equal_the_unsharded_step() {
+    // A mixed batch of 32 real views, MSCL on: the loss couples every sample, so the shards
+    // must hand the whole batch's feature gradient back to each encoder copy.
+    let (x, targets) = real_batch();
+    let model = tiny_model(3);
+    let loss_cfg = MimicLossConfig::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let plan = MixConfig::default().sample(&mut rng, 48, 48);
+
+    let reference = finetune_loss(&model, x.clone(), &targets, Some(&plan), &loss_cfg);
+    let ref_loss: f32 = reference.total.clone().into_scalar();
+    let ref_grads = GradientsParams::from_grads(reference.total.backward(), &model);
+    let expected = named_grads(&model, &ref_grads);
+    assert!(
+        expected.iter().all(|(_, g)| !g.is_empty()),
+        "every parameter has a gradient"
+    );
+
+    for shards in [1, 2, 3] {
+        let step = finetune_gradients(
+            &model,
+            x.clone(),
+            &targets,
+            Some(&plan),
+            &loss_cfg,
+            shards,
+            9,
+        );
+        let loss: f32 = step.losses.total.into_scalar();
+        assert!(
+            (loss - ref_loss).abs() <= 1e-5 * ref_loss.abs(),
+            "{shards} shards: loss"
+        );
+        let got = named_grads(&model, &step.grads);
+        assert_same_grads(&expected, &got, &format!("{shards} shards"));
+    }
+}
+
+#[test]
+fn seeded_stochastic_depth_repeats_and_shards_are_used() {
+    // With stochastic depth on, a step depends on its seed (and shard count) alone.
+    let (x, targets) = real_batch();
+    let device = Default::default();
+    <B as burn::tensor::backend::Backend>::seed(&device, 4);
+    let config = VitConfig::new(48, 12, 32, 2, 2)
+        .with_n_classes(8)
+        .with_drop_path(0.5);
+    let model = MimicModel {
+        encoder: config.init::<B>(&device).unwrap(),
+        proj: ProjectionHead::new(ProjKind::Dense, 32, 16, &device),
+    };
+    let cfg = MimicLossConfig::default();
+    let loss = |shards: usize, seed: u64| -> f32 {
+        finetune_gradients(&model, x.clone(), &targets, None, &cfg, shards, seed)
+            .losses
+            .total
+            .into_scalar()
+    };
+    for shards in [1, 2] {
+        assert_eq!(
+            loss(shards, 7),
+            loss(shards, 7),
+            "{shards} shards: same seed, same step"
+        );
+        assert_ne!(
+            loss(shards, 7),
+            loss(shards, 8),
+            "{shards} shards: the seed is used"
+        );
+    }
 }

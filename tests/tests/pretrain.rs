@@ -1,4 +1,5 @@
-//! MAE pre-training on real images: a few steps lower the loss on a fixed batch, and the
+//! MAE pre-training on real images: a few steps lower the loss on a fixed batch, sharded steps
+//! give the unsharded gradients, and the
 //! `pretrain` command runs end to end on a plain folder of images, writes its checkpoints and
 //! reconstruction grid, continues from its full checkpoint and hands its encoder to
 //! `finetune --init` with exactly the expected keys reported.
@@ -6,12 +7,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
+use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use mimic_core::augment::eval_view;
 use mimic_core::data::{decode_all, unlabelled_images, LoadOptions};
 use mimic_core::mae::{MaeConfig, Masking};
-use mimic_core::train::{GroupedOptimizer, OptimKind, OptimizerConfig};
-use mimic_tests::run_cli;
+use mimic_core::train::{mae_gradients, GroupedOptimizer, OptimKind, OptimizerConfig};
+use mimic_tests::{assert_same_grads, named_grads, run_cli};
 use rand::SeedableRng;
 
 type B = Autodiff<Flex>;
@@ -61,6 +63,45 @@ fn a_few_steps_on_real_images_lower_the_loss() {
         end < 0.8 * first,
         "MAE loss {first} -> {end} after 15 steps"
     );
+}
+
+#[test]
+fn sharded_mae_gradients_equal_the_unsharded_step() {
+    let device = Default::default();
+    let split = unlabelled_images(&image_folder(), &LoadOptions::default()).unwrap();
+    let images = decode_all(&split.samples[..10], 2).unwrap();
+    let pixels: Vec<f32> = images.iter().flat_map(|img| eval_view(img, 32)).collect();
+    let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [10, 3, 32, 32]), &device);
+    <B as burn::tensor::backend::Backend>::seed(&device, 8);
+    let model = MaeConfig::for_preset("vit_toy_patch8_32")
+        .unwrap()
+        .init::<B>(&device)
+        .unwrap();
+    let masking = model.random_masking(&mut rand::rngs::StdRng::seed_from_u64(1), 10);
+
+    let loss = model.forward(x.clone(), &masking).loss;
+    let want_loss: f32 = loss.clone().into_scalar();
+    let want = named_grads(
+        &model,
+        &GradientsParams::from_grads(loss.backward(), &model),
+    );
+    for shards in [1, 3, 10] {
+        let (got_loss, grads) = mae_gradients(&model, x.clone(), &masking, shards);
+        assert!(
+            (got_loss - want_loss).abs() <= 1e-5 * want_loss.abs(),
+            "{shards} shards: loss {got_loss} vs {want_loss}"
+        );
+        // The decoder's mask token and the encoder's unused head have no gradient: compare
+        // what the unsharded step trains.
+        let pairs: Vec<_> = want
+            .iter()
+            .cloned()
+            .zip(named_grads(&model, &grads))
+            .filter(|((_, w), _)| !w.is_empty())
+            .collect();
+        let (w, g): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        assert_same_grads(&w, &g, &format!("{shards} shards"));
+    }
 }
 
 #[test]

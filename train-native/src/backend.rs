@@ -43,6 +43,20 @@ pub fn dispatch<J: Job>(kind: DeviceKind, job: J) -> Result<J::Output> {
     }
 }
 
+/// Encoder shards per training step (`--shards`): on the CPU one per core, so that the work
+/// that burn-flex runs on one thread (element-wise kernels, norms, autodiff bookkeeping) runs
+/// on every core; on a GPU one, since a device does not gain from smaller launches.
+pub fn resolve_shards(requested: Option<usize>, backend: &str) -> Result<usize> {
+    match requested {
+        Some(0) => bail!("--shards must be at least 1"),
+        Some(n) => Ok(n),
+        None if backend.starts_with("cpu") => {
+            Ok(std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
+        }
+        None => Ok(1),
+    }
+}
+
 fn auto_pick() -> DeviceKind {
     if cfg!(feature = "cuda") && cuda_probe().is_ok() {
         return DeviceKind::Cuda;

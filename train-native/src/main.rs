@@ -20,6 +20,12 @@ mod tsne;
 
 use clap::{Parser, Subcommand};
 
+// burn-flex allocates and frees a buffer per tensor operation; mimalloc reuses them where the
+// system allocator maps and zeroes fresh pages (measured: inference 1.7x, the MIMIC step
+// 1.15-1.25x faster; BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// MIMIC facial-expression training: masked-image pre-training and mix-supervised
 /// contrastive fine-tuning of Vision Transformers.
 #[derive(Parser, Debug)]

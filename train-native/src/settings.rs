@@ -141,6 +141,11 @@ pub struct FinetuneFlags {
     /// Data-loading threads.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Split each batch's encoder pass into N shards on their own threads (default: one per
+    /// core on the CPU, up to 8; 1 on a GPU). The gradients are the unsharded ones up to
+    /// rounding; stochastic depth draws per shard, so runs repeat exactly at the same N.
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Write a metrics line every N steps.
     #[arg(long)]
     pub log_every: Option<usize>,
@@ -197,6 +202,9 @@ pub struct FinetuneConfig {
     pub seed: u64,
     /// Loader threads.
     pub workers: usize,
+    /// Encoder shards per step as asked for (absent: chosen for the device at run time).
+    #[serde(default)]
+    pub shards: Option<usize>,
     /// Metrics interval in steps.
     pub log_every: usize,
     /// Continue the run in `out` (set by `--resume`; not part of config.json).
@@ -251,6 +259,7 @@ impl FinetuneFlags {
             exclude,
             seed,
             workers,
+            shards,
             log_every
         )
     }
@@ -440,6 +449,7 @@ impl FinetuneFlags {
             exclude: f.exclude.clone().unwrap_or_default(),
             seed: f.seed.unwrap_or(0),
             workers: f.workers.unwrap_or(2),
+            shards: f.shards,
             log_every: f.log_every.unwrap_or(20),
             resume: false,
         };
@@ -465,6 +475,9 @@ impl FinetuneConfig {
     fn check(&self) -> Result<()> {
         if self.epochs == 0 || self.batch == 0 || self.workers == 0 || self.log_every == 0 {
             bail!("--epochs, --batch, --workers and --log-every must be at least 1");
+        }
+        if self.shards == Some(0) {
+            bail!("--shards must be at least 1");
         }
         if self.max_steps == Some(0) {
             bail!("--max-steps must be at least 1");

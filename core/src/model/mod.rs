@@ -15,7 +15,7 @@ mod vit;
 pub use attention::{xavier_linear, Attention, AttentionConfig};
 pub use block::{Block, BlockConfig, Mlp, MlpConfig};
 pub use config::{Pool, VitConfig, PRESETS};
-pub use drop_path::DropPath;
+pub use drop_path::{with_drop_path_seed, DropPath};
 pub use patch_embed::{PatchEmbed, PatchEmbedConfig};
 pub use vit::Vit;
 

@@ -238,70 +238,106 @@ pub fn finetune_loss<B: Backend>(
     plan: Option<&MixPlan>,
     config: &MimicLossConfig,
 ) -> StepLosses<B> {
-    let n = targets.len();
-    assert_eq!(images.dims()[0], n, "one target per image");
-    let n_classes = targets[0].len();
-    let device = images.device();
+    let batch = MixedBatch::new(images, targets, plan, config);
+    // Both views in one forward pass.
+    let features = model.encoder.forward_features(batch.images.clone());
+    batch.losses(model, features, config)
+}
 
-    // 1. Mixing of images and labels.
-    let (images, mixed, ce_targets) = match plan {
-        Some(plan) => {
-            let smoothed: Vec<Vec<f32>> = targets
-                .iter()
-                .map(|t| smooth(t, config.smoothing))
-                .collect();
-            (
-                mix_images(images, plan, 2),
-                mix_targets(targets, plan.lambda, 2),
-                mix_targets(&smoothed, plan.lambda, 2),
-            )
+/// A batch after step 1 of the loss: mixed images, and the label distributions each term
+/// needs.
+pub(crate) struct MixedBatch<'a, B: Backend> {
+    /// The (mixed) images.
+    pub images: Tensor<B, 4>,
+    /// The unmixed, unsmoothed labels (SCL's hard positives).
+    targets: &'a [Vec<f32>],
+    /// The mixed, unsmoothed labels (MSCL's positives).
+    mixed: Vec<Vec<f32>>,
+    /// The mixed, smoothed labels (the cross-entropy target).
+    ce_targets: Vec<Vec<f32>>,
+}
+
+impl<'a, B: Backend> MixedBatch<'a, B> {
+    /// Mixes images and labels by `plan` (or not).
+    pub fn new(
+        images: Tensor<B, 4>,
+        targets: &'a [Vec<f32>],
+        plan: Option<&MixPlan>,
+        config: &MimicLossConfig,
+    ) -> Self {
+        let n = targets.len();
+        assert_eq!(images.dims()[0], n, "one target per image");
+        let smoothed: Vec<Vec<f32>> = targets
+            .iter()
+            .map(|t| smooth(t, config.smoothing))
+            .collect();
+        match plan {
+            Some(plan) => Self {
+                images: mix_images(images, plan, 2),
+                targets,
+                mixed: mix_targets(targets, plan.lambda, 2),
+                ce_targets: mix_targets(&smoothed, plan.lambda, 2),
+            },
+            None => Self {
+                images,
+                targets,
+                mixed: targets.to_vec(),
+                ce_targets: smoothed,
+            },
         }
-        None => {
-            let smoothed = targets
-                .iter()
-                .map(|t| smooth(t, config.smoothing))
-                .collect();
-            (images, targets.to_vec(), smoothed)
+    }
+
+    /// Steps 3-5 of the loss on the pooled features of the mixed images.
+    ///
+    /// # Shapes
+    /// - features: `[2B, d_model]`
+    pub fn losses(
+        self,
+        model: &MimicModel<B>,
+        features: Tensor<B, 2>,
+        config: &MimicLossConfig,
+    ) -> StepLosses<B> {
+        let n = self.targets.len();
+        let n_classes = self.targets[0].len();
+        let device = features.device();
+        let logits = model.encoder.forward_head(features.clone());
+        let z = model.proj.forward(features);
+
+        // Cross-entropy against the (smoothed) soft labels.
+        let flat: Vec<f32> = self.ce_targets.into_iter().flatten().collect();
+        let ce_targets = Tensor::<B, 2>::from_data(TensorData::new(flat, [n, n_classes]), &device);
+        let ce = soft_cross_entropy(logits.clone(), ce_targets);
+
+        // The contrastive term.
+        let contrastive = match config.loss {
+            LossKind::Ce => None,
+            LossKind::Scl => {
+                let hard: Vec<Vec<f32>> = self
+                    .targets
+                    .iter()
+                    .map(|t| one_hot(argmax(t), n_classes))
+                    .collect();
+                Some(mscl_loss(z, &hard, config.tau, 0.0, LabelMetric::Linf))
+            }
+            LossKind::Mscl => Some(mscl_loss(
+                z,
+                &self.mixed,
+                config.tau,
+                config.threshold,
+                config.metric,
+            )),
+        };
+
+        let total = match &contrastive {
+            Some(c) => ce.clone() + c.clone().mul_scalar(config.lambda_c),
+            None => ce.clone(),
+        };
+        StepLosses {
+            total,
+            ce,
+            contrastive,
+            logits,
         }
-    };
-
-    // 2. Both views in one forward pass.
-    let (logits, z) = model.forward(images);
-
-    // 3. Cross-entropy against the (smoothed) soft labels.
-    let flat: Vec<f32> = ce_targets.into_iter().flatten().collect();
-    let ce_targets = Tensor::<B, 2>::from_data(TensorData::new(flat, [n, n_classes]), &device);
-    let ce = soft_cross_entropy(logits.clone(), ce_targets);
-
-    // 4. The contrastive term.
-    let contrastive = match config.loss {
-        LossKind::Ce => None,
-        LossKind::Scl => {
-            let hard: Vec<Vec<f32>> = targets
-                .iter()
-                .map(|t| one_hot(argmax(t), n_classes))
-                .collect();
-            Some(mscl_loss(z, &hard, config.tau, 0.0, LabelMetric::Linf))
-        }
-        LossKind::Mscl => Some(mscl_loss(
-            z,
-            &mixed,
-            config.tau,
-            config.threshold,
-            config.metric,
-        )),
-    };
-
-    // 5. Total.
-    let total = match &contrastive {
-        Some(c) => ce.clone() + c.clone().mul_scalar(config.lambda_c),
-        None => ce.clone(),
-    };
-    StepLosses {
-        total,
-        ce,
-        contrastive,
-        logits,
     }
 }
 

@@ -6,6 +6,7 @@ mod finetune;
 mod metrics;
 mod optim;
 mod schedule;
+mod step;
 
 pub(crate) use optim::fnv1a;
 
@@ -17,3 +18,4 @@ pub use optim::{
     layer_decay_groups, layer_id, GroupedOptimizer, OptimKind, OptimizerConfig, ParamGroup,
 };
 pub use schedule::CosineSchedule;
+pub use step::{finetune_gradients, mae_gradients, StepGradients};

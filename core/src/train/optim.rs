@@ -311,6 +311,55 @@ impl<M: AutodiffModule<B> + VisitParams<B>, B: AutodiffBackend> GroupedOptimizer
         }
         module
     }
+
+    /// [`Self::step`] with gradients already gathered per parameter (as
+    /// [`super::finetune_gradients`] returns them).
+    pub fn step_params(&mut self, lr: f64, mut module: M, mut grads: GradientsParams) -> M {
+        for group in &self.groups {
+            let g = take_params::<B, M>(&module, &mut grads, &group.ids);
+            if g.is_empty() {
+                continue;
+            }
+            let inner = if group.weight_decay {
+                &mut self.decayed
+            } else {
+                &mut self.plain
+            };
+            module = inner.step(lr * group.lr_scale, module, g);
+        }
+        module
+    }
+}
+
+/// Moves the gradients of `ids` out of `grads`.
+fn take_params<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+    ids: &[ParamId],
+) -> GradientsParams {
+    struct Take<'a, B> {
+        from: &'a mut GradientsParams,
+        to: GradientsParams,
+        ids: &'a [ParamId],
+        _backend: std::marker::PhantomData<B>,
+    }
+    impl<B: AutodiffBackend> burn::module::ModuleVisitor<B> for Take<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if self.ids.contains(&param.id) {
+                if let Some(g) = self.from.remove::<B::InnerBackend, D>(param.id) {
+                    self.to.register(param.id, g);
+                }
+            }
+        }
+    }
+    let mut take = Take::<B> {
+        from: grads,
+        to: GradientsParams::new(),
+        ids,
+        _backend: std::marker::PhantomData,
+    };
+    module.visit(&mut take);
+    take.to
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ use mimic_core::mae::MaeConfig;
 use mimic_core::mix::MixConfig;
 use mimic_core::model::VitConfig;
 use mimic_core::train::{
-    finetune_loss, GroupedOptimizer, MimicLossConfig, MimicModel, OptimKind, OptimizerConfig,
-    ProjKind, ProjectionHead,
+    finetune_gradients, mae_gradients, GroupedOptimizer, MimicLossConfig, MimicModel, OptimKind,
+    OptimizerConfig, ProjKind, ProjectionHead,
 };
 use rand::SeedableRng;
 
@@ -62,6 +62,10 @@ pub struct Args {
     /// Loader threads for the pipeline measurement.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Shards of the MIMIC and MAE steps, each on its own thread (default: one per core on the
+    /// CPU, 1 on a GPU; see `finetune --shards`).
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Also print all figures as one JSON line (last line of the output).
     #[arg(long)]
     pub json: bool,
@@ -103,8 +107,10 @@ impl Job for Args {
     fn run<B: AutodiffBackend>(self, device: B::Device, backend: &str) -> Result<()> {
         let config = VitConfig::preset(&self.model)?.with_n_classes(self.classes);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = crate::backend::resolve_shards(self.shards, backend)?;
         println!(
-            "bench {} ({:.2} M parameters, {} tokens) batch {} on {backend}, {threads} threads",
+            "bench {} ({:.2} M parameters, {} tokens) batch {} on {backend}, {threads} threads, \
+             {shards} shard(s) per training step",
             self.model,
             config.init::<B>(&device)?.num_params() as f64 / 1e6,
             config.n_patches() + 1,
@@ -125,8 +131,11 @@ impl Job for Args {
                     &mut figures,
                     self.ce_step::<B>(&config, self.batch, true, &device)?,
                 ),
-                "mimic" => report(&mut figures, self.mimic_step::<B>(&config, &device)?),
-                "mae" => report(&mut figures, self.mae_step::<B>(&device)?),
+                "mimic" => report(
+                    &mut figures,
+                    self.mimic_step::<B>(&config, &device, shards)?,
+                ),
+                "mae" => report(&mut figures, self.mae_step::<B>(&device, shards)?),
                 "latency" => {
                     for batch in [1, self.batch] {
                         let mut f = self.forward::<B>(&config, batch, &device)?;
@@ -172,7 +181,7 @@ impl Job for Args {
                 .collect();
             let line = serde_json::json!({
                 "model": self.model, "batch": self.batch, "backend": backend,
-                "threads": threads, "figures": map,
+                "threads": threads, "shards": shards, "figures": map,
             });
             println!("{line}");
         }
@@ -279,6 +288,7 @@ impl Args {
         &self,
         config: &VitConfig,
         device: &B::Device,
+        shards: usize,
     ) -> Result<Figure> {
         let encoder = config.init::<B>(device)?;
         let proj = ProjectionHead::new(ProjKind::Dense, config.d_model, 128, device);
@@ -302,16 +312,26 @@ impl Args {
         let loss = MimicLossConfig::default();
         let mix = MixConfig::default();
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let mut seed = 0;
         Ok(self.measure::<B>("mimic step", self.batch, device, || {
             let plan = mix.sample(&mut rng, s, s);
-            let l = finetune_loss(&model, images.clone(), &targets, Some(&plan), &loss);
-            model = optim.step(1e-4, model.clone(), l.total.backward());
+            seed += 1;
+            let step = finetune_gradients(
+                &model,
+                images.clone(),
+                &targets,
+                Some(&plan),
+                &loss,
+                shards,
+                seed,
+            );
+            model = optim.step_params(1e-4, model.clone(), step.grads);
         }))
     }
 
     /// The MAE step as `pretrain` runs it: masking on the host, encoder on the kept quarter,
     /// decoder, norm-pix loss, AdamW (0.9, 0.95).
-    fn mae_step<B: AutodiffBackend>(&self, device: &B::Device) -> Result<Figure> {
+    fn mae_step<B: AutodiffBackend>(&self, device: &B::Device, shards: usize) -> Result<Figure> {
         let config = MaeConfig::for_preset(&self.model)?;
         let mut model = config.init::<B>(device)?;
         let opt = OptimizerConfig {
@@ -331,8 +351,8 @@ impl Args {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
         Ok(self.measure::<B>("mae step", self.batch, device, || {
             let masking = model.random_masking(&mut rng, self.batch);
-            let loss = model.forward(images.clone(), &masking).loss;
-            model = optim.step(1e-4, model.clone(), loss.backward());
+            let (_, grads) = mae_gradients(&model, images.clone(), &masking, shards);
+            model = optim.step_params(1e-4, model.clone(), grads);
         }))
     }
 

@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use mimic_core::data::{DatasetKind, LoadOptions};
 use mimic_core::train::{
-    finetune_loss, CosineSchedule, GroupedOptimizer, MimicModel, ProjectionHead,
+    finetune_gradients, CosineSchedule, GroupedOptimizer, MimicModel, ProjectionHead, StepGradients,
 };
 use mimic_core::weights::{
     assign_stable_ids, first_non_finite, load_into, load_vit, LoadPolicy, TensorMap,
@@ -112,6 +112,7 @@ impl Job for FinetuneConfig {
     fn run<B: AutodiffBackend>(mut self, device: B::Device, backend: &str) -> Result<RunSummary> {
         let started = Instant::now();
         let kind = DatasetKind::parse(&self.dataset)?;
+        let shards = crate::backend::resolve_shards(self.shards, backend)?;
         if self.data.as_os_str() == SAMPLE_DATA && !self.data.exists() {
             bail!(
                 "the embedded sample {} is missing; pass --data <dir>",
@@ -215,8 +216,8 @@ impl Job for FinetuneConfig {
             None => RunDir::create(&run_dir_path, &self)?,
         };
         println!(
-            "finetune {} on {backend}: {} ({:.2} M parameters), {} train images, batch {} x 2 views, \
-             {} steps/epoch, {} epochs, lr {:.2e} (warm-up {} steps), loss {:?}, mixing {}",
+            "finetune {} on {backend}: {} ({:.2} M parameters), {} train images, batch {} x 2 views \
+             in {shards} shard(s), {} steps/epoch, {} epochs, lr {:.2e} (warm-up {} steps), loss {:?}, mixing {}",
             self.dataset,
             self.model_preset,
             burn::module::Module::num_params(&model) as f64 / 1e6,
@@ -292,15 +293,18 @@ impl Job for FinetuneConfig {
                 let mut rng =
                     StdRng::seed_from_u64(self.seed ^ (step as u64).wrapping_mul(0x2545_F491));
                 let plan = self.mix.as_ref().map(|m| m.sample(&mut rng, s, s));
-                // Stochastic depth draws from the backend's generator: seeding it per step makes
-                // the step depend on the step number only (what resuming relies on).
-                B::seed(
-                    &device,
-                    self.seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9),
+                // Stochastic depth draws from generators seeded per step (and shard): the
+                // step depends on the step number only (what resuming relies on).
+                let drop_seed = self.seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9);
+                let StepGradients { losses, grads } = finetune_gradients(
+                    &model,
+                    images,
+                    &batch.targets,
+                    plan.as_ref(),
+                    &self.loss,
+                    shards,
+                    drop_seed,
                 );
-
-                let losses =
-                    finetune_loss(&model, images, &batch.targets, plan.as_ref(), &self.loss);
                 let value: f32 = losses.total.clone().into_scalar().elem();
                 if !value.is_finite() {
                     bar.abandon();
@@ -312,8 +316,7 @@ impl Job for FinetuneConfig {
                         &last_good,
                     ));
                 }
-                let grads = losses.total.backward();
-                model = optim.step(lr, model, grads);
+                model = optim.step_params(lr, model, grads);
 
                 step += 1;
                 images_seen += batch.n;
@@ -402,6 +405,7 @@ impl Job for FinetuneConfig {
             "dataset": self.dataset,
             "model": self.model_preset,
             "backend": backend,
+            "shards": shards,
             "train_images": n_train,
             "steps": step,
             "best_epoch": best_epoch,

@@ -17,7 +17,9 @@ use mimic_core::augment::{eval_view, AugmentConfig};
 use mimic_core::data::{decode_all, unlabelled_images, DecodedImage, LoadOptions};
 use mimic_core::mae::{load_mae, Mae, MaeConfig, Masking, MAE_CONFIG_KEY};
 use mimic_core::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
-use mimic_core::train::{CosineSchedule, GroupedOptimizer, OptimKind, OptimizerConfig};
+use mimic_core::train::{
+    mae_gradients, CosineSchedule, GroupedOptimizer, OptimKind, OptimizerConfig,
+};
 use mimic_core::weights::{assign_stable_ids, first_non_finite, TensorMap, CONFIG_KEY};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -45,7 +47,7 @@ pub struct Args {
         "data", "model", "init", "out", "mask_ratio", "decoder_dim", "decoder_depth",
         "decoder_heads", "norm_pix_loss", "epochs", "max_steps", "batch", "blr", "lr", "min_lr",
         "warmup_epochs", "weight_decay", "crop_scale", "val_images", "recon_every", "seed",
-        "workers", "log_every",
+        "workers", "shards", "log_every",
     ])]
     pub resume: Option<PathBuf>,
     /// Encoder preset (see `train-native presets`). Default: vit_cpu_patch6_48, or the
@@ -113,6 +115,11 @@ pub struct Args {
     /// Data-loading threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Split each batch into N shards that run forward and backward on their own threads
+    /// (default: one per core on the CPU, up to 8; 1 on a GPU). Runs repeat exactly at the
+    /// same N.
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Write a metrics line every N steps.
     #[arg(long, default_value_t = 20)]
     pub log_every: usize,
@@ -158,6 +165,9 @@ pub struct PretrainConfig {
     pub seed: u64,
     /// Loader threads.
     pub workers: usize,
+    /// Shards per step as asked for (absent: chosen for the device at run time).
+    #[serde(default)]
+    pub shards: Option<usize>,
     /// Metrics interval in steps.
     pub log_every: usize,
     /// Continue the run in `out` (set by `--resume`; not part of config.json).
@@ -245,6 +255,9 @@ fn mae_config(args: &Args) -> Result<(String, MaeConfig)> {
 
 fn resolve(args: Args, now: &str) -> Result<PretrainConfig> {
     let (model_preset, mae) = mae_config(&args)?;
+    if args.shards == Some(0) {
+        bail!("--shards must be at least 1");
+    }
     if args.epochs == 0 || args.batch == 0 || args.workers == 0 || args.log_every == 0 {
         bail!("--epochs, --batch, --workers and --log-every must be at least 1");
     }
@@ -296,6 +309,7 @@ fn resolve(args: Args, now: &str) -> Result<PretrainConfig> {
         recon_every: args.recon_every,
         seed: args.seed,
         workers: args.workers,
+        shards: args.shards,
         log_every: args.log_every,
         resume: false,
     })
@@ -313,6 +327,7 @@ impl Job for PretrainConfig {
 
     fn run<B: AutodiffBackend>(self, device: B::Device, backend: &str) -> Result<()> {
         let started = Instant::now();
+        let shards = crate::backend::resolve_shards(self.shards, backend)?;
         let mae = &self.mae;
         let size = mae.encoder.img_size;
 
@@ -404,8 +419,8 @@ impl Job for PretrainConfig {
         };
         println!(
             "pretrain on {backend}: MAE {} ({:.2} M parameters; decoder {} x {} wide), {} of {} \
-             patches kept, norm-pix loss {}, batch {}, {} steps/epoch, {} epochs, lr {:.2e} \
-             (warm-up {} steps)",
+             patches kept, norm-pix loss {}, batch {} in {shards} shard(s), {} steps/epoch, {} epochs, \
+             lr {:.2e} (warm-up {} steps)",
             self.model_preset,
             burn::module::Module::num_params(&model) as f64 / 1e6,
             mae.decoder_depth,
@@ -465,8 +480,7 @@ impl Job for PretrainConfig {
                 let mut rng =
                     StdRng::seed_from_u64(self.seed ^ (step as u64).wrapping_mul(0x2545_F491));
                 let masking = model.random_masking(&mut rng, batch.n);
-                let loss = model.forward(images, &masking).loss;
-                let value: f32 = loss.clone().into_scalar().elem();
+                let (value, grads) = mae_gradients(&model, images, &masking, shards);
                 if !value.is_finite() {
                     bar.abandon();
                     let last_good = run.path.join("full.safetensors");
@@ -477,7 +491,7 @@ impl Job for PretrainConfig {
                         &last_good,
                     ));
                 }
-                model = optim.step(lr, model, loss.backward());
+                model = optim.step_params(lr, model, grads);
                 step += 1;
                 images_seen += batch.n;
                 window.1 += batch.n;
@@ -544,6 +558,7 @@ impl Job for PretrainConfig {
         let report = serde_json::json!({
             "model": self.model_preset,
             "backend": backend,
+            "shards": shards,
             "train_images": n_train,
             "held_out_images": val.len(),
             "steps": step,
