@@ -1710,3 +1710,29 @@ fn case_49_folder_test_split_with_other_classes_is_refused() {
     );
     assert!(!out.join("config.json").exists(), "refused before training");
 }
+
+#[test]
+fn case_50_zero_shards_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    for command in ["finetune", "pretrain", "bench"] {
+        let mut args = vec![
+            command,
+            "--shards",
+            "0",
+            "--out",
+            s(&out),
+            "--device",
+            "cpu",
+        ];
+        if command == "pretrain" {
+            args.extend(["--data", s(dir.path())]);
+        }
+        if command == "bench" {
+            args.truncate(3);
+            args.extend(["--only", "mimic", "--device", "cpu"]);
+        }
+        fails(&args, &["--shards", "at least 1"]);
+        assert!(!out.exists(), "{command}: nothing is written");
+    }
+}

@@ -202,7 +202,8 @@ pub struct FinetuneConfig {
     pub seed: u64,
     /// Loader threads.
     pub workers: usize,
-    /// Encoder shards per step as asked for (absent: chosen for the device at run time).
+    /// Encoder shards per step (absent in configs from before shards, or not yet resolved for
+    /// the device).
     #[serde(default)]
     pub shards: Option<usize>,
     /// Metrics interval in steps.

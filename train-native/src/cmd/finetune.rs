@@ -112,7 +112,10 @@ impl Job for FinetuneConfig {
     fn run<B: AutodiffBackend>(mut self, device: B::Device, backend: &str) -> Result<RunSummary> {
         let started = Instant::now();
         let kind = DatasetKind::parse(&self.dataset)?;
+        // The resolved count goes into config.json: a resumed run keeps it (the step's
+        // stochastic-depth draws depend on it) on any machine.
         let shards = crate::backend::resolve_shards(self.shards, backend)?;
+        self.shards = Some(shards);
         if self.data.as_os_str() == SAMPLE_DATA && !self.data.exists() {
             bail!(
                 "the embedded sample {} is missing; pass --data <dir>",

@@ -165,7 +165,8 @@ pub struct PretrainConfig {
     pub seed: u64,
     /// Loader threads.
     pub workers: usize,
-    /// Shards per step as asked for (absent: chosen for the device at run time).
+    /// Shards per step (absent in configs from before shards, or not yet resolved for the
+    /// device).
     #[serde(default)]
     pub shards: Option<usize>,
     /// Metrics interval in steps.
@@ -325,9 +326,12 @@ fn hold_out(n: usize, n_val: usize) -> (Vec<usize>, Vec<usize>) {
 impl Job for PretrainConfig {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: B::Device, backend: &str) -> Result<()> {
+    fn run<B: AutodiffBackend>(mut self, device: B::Device, backend: &str) -> Result<()> {
         let started = Instant::now();
+        // The resolved count goes into config.json: a resumed run keeps it (the step's
+        // stochastic-depth draws depend on it) on any machine.
         let shards = crate::backend::resolve_shards(self.shards, backend)?;
+        self.shards = Some(shards);
         let mae = &self.mae;
         let size = mae.encoder.img_size;
 
