@@ -328,8 +328,8 @@ impl Job for PretrainConfig {
 
     fn run<B: AutodiffBackend>(mut self, device: B::Device, backend: &str) -> Result<()> {
         let started = Instant::now();
-        // The resolved count goes into config.json: a resumed run keeps it (the step's
-        // stochastic-depth draws depend on it) on any machine.
+        // The resolved count goes into config.json: a resumed run keeps it on any machine (the
+        // MAE encoder has no stochastic depth, so only the order of sums depends on it).
         let shards = crate::backend::resolve_shards(self.shards, backend)?;
         self.shards = Some(shards);
         let mae = &self.mae;
