@@ -296,20 +296,9 @@ impl<M: AutodiffModule<B> + VisitParams<B>, B: AutodiffBackend> GroupedOptimizer
     }
 
     /// One update: every group is stepped at `lr * lr_scale` with its own gradients.
-    pub fn step(&mut self, lr: f64, mut module: M, mut grads: B::Gradients) -> M {
-        for group in &self.groups {
-            let g = GradientsParams::from_params(&mut grads, &module, &group.ids);
-            if g.is_empty() {
-                continue;
-            }
-            let inner = if group.weight_decay {
-                &mut self.decayed
-            } else {
-                &mut self.plain
-            };
-            module = inner.step(lr * group.lr_scale, module, g);
-        }
-        module
+    pub fn step(&mut self, lr: f64, module: M, grads: B::Gradients) -> M {
+        let grads = GradientsParams::from_grads(grads, &module);
+        self.step_params(lr, module, grads)
     }
 
     /// [`Self::step`] with gradients already gathered per parameter (as
