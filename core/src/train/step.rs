@@ -62,23 +62,18 @@ pub fn finetune_gradients<B: AutodiffBackend>(
         .iter()
         .map(|_| model.encoder.clone().map(&mut FreshLeaves))
         .collect();
-    let features: Vec<Tensor<B, 2>> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = ranges
+    let features: Vec<Tensor<B, 2>> = on_threads(
+        ranges
             .iter()
             .zip(&encoders)
             .enumerate()
             .map(|(i, (range, encoder))| {
                 let part = batch.images.clone().narrow(0, range.0, range.1);
                 let shard_seed = seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-                scope.spawn(move || {
-                    with_drop_path_seed(shard_seed, || encoder.forward_features(part))
-                })
+                move || with_drop_path_seed(shard_seed, || encoder.forward_features(part))
             })
-            .collect();
-        jobs.into_iter()
-            .map(|job| job.join().expect("an encoder shard panicked"))
-            .collect()
-    });
+            .collect(),
+    );
 
     // 2. Heads and loss once, on the gathered features cut from the shards' graphs.
     let gathered =
@@ -91,23 +86,17 @@ pub fn finetune_gradients<B: AutodiffBackend>(
     let mut grads = GradientsParams::from_grads(head_grads, model);
 
     // 3. Each shard back-propagates its slice of d loss / d features through its encoder.
-    let shard_grads: Vec<GradientsParams> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = features
+    let shard_grads: Vec<GradientsParams> = on_threads(
+        features
             .into_iter()
             .zip(&encoders)
             .zip(&ranges)
             .map(|((f, encoder), range)| {
                 let upstream = Tensor::from_inner(feature_grad.clone().narrow(0, range.0, range.1));
-                scope.spawn(move || {
-                    let grads = (f * upstream).sum().backward();
-                    GradientsParams::from_grads(grads, encoder)
-                })
+                move || GradientsParams::from_grads((f * upstream).sum().backward(), encoder)
             })
-            .collect();
-        jobs.into_iter()
-            .map(|job| job.join().expect("an encoder shard panicked"))
-            .collect()
-    });
+            .collect(),
+    );
     for shard in shard_grads {
         grads = add_gradients::<B, _>(model, grads, shard);
     }
@@ -135,28 +124,25 @@ pub fn mae_gradients<B: AutodiffBackend>(
         return (value, GradientsParams::from_grads(loss.backward(), model));
     }
     let ranges = shard_ranges(n, shards);
-    let parts: Vec<(f32, GradientsParams)> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = ranges
+    let parts: Vec<(f32, GradientsParams)> = on_threads(
+        ranges
             .iter()
             .map(|&(start, len)| {
                 let replica = model.clone().map(&mut FreshLeaves);
                 let part = images.clone().narrow(0, start, len);
                 let masking = masking.rows(start, len);
                 let weight = len as f64 / n as f64;
-                scope.spawn(move || {
+                move || {
                     let loss = replica.forward(part, &masking).loss.mul_scalar(weight);
                     let value: f32 = loss.clone().into_scalar().elem();
                     (
                         value,
                         GradientsParams::from_grads(loss.backward(), &replica),
                     )
-                })
+                }
             })
-            .collect();
-        jobs.into_iter()
-            .map(|job| job.join().expect("an MAE shard panicked"))
-            .collect()
-    });
+            .collect(),
+    );
     let mut loss = 0.0;
     let mut grads = GradientsParams::new();
     for (value, part) in parts {
@@ -164,6 +150,17 @@ pub fn mae_gradients<B: AutodiffBackend>(
         grads = add_gradients::<B, _>(model, grads, part);
     }
     (loss, grads)
+}
+
+/// Runs each job on a thread of its own; their results, in order.
+fn on_threads<T: Send, F: FnOnce() -> T + Send>(jobs: Vec<F>) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let running: Vec<_> = jobs.into_iter().map(|job| scope.spawn(job)).collect();
+        running
+            .into_iter()
+            .map(|job| job.join().expect("a shard's thread panicked"))
+            .collect()
+    })
 }
 
 /// `(start, len)` of `shards` contiguous parts of `n` rows, as even as possible.
