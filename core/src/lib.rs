@@ -2,11 +2,13 @@
 //! (masked-image pre-training of a vanilla ViT, then mix-supervised contrastive fine-tuning for
 //! facial expression recognition).
 //!
-//! Everything here is generic over a burn [`Backend`](burn::tensor::backend::Backend); the
-//! concrete backend (CPU, wgpu, CUDA) is chosen by the binaries. The crate holds no CLI and no
+//! Everything here is generic over [`backend::Backend`]: burn's backend trait plus fused
+//! LayerNorm, softmax and GELU; the concrete backend (CPU, wgpu, CUDA) is chosen by the
+//! binaries. The crate holds no CLI and no
 //! I/O policy: file-system readers sit behind the default `fs` feature so the model, the label
 //! sets and the preprocessing also build for wasm32.
 //!
+//! - [`backend`]: the backend traits and the fused row operations (burn-flex kernels).
 //! - [`model`]: the ViT encoder with timm parameter names, its presets, sin-cos position tables.
 //! - [`weights`]: import of timm / MAE checkpoints with strict key verification, export to
 //!   safetensors with timm names.
@@ -19,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod augment;
+pub mod backend;
 pub mod data;
 pub mod error;
 pub mod loss;

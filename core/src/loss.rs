@@ -5,8 +5,8 @@
 //! Reference: P. Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, and its
 //! code (HobbitLong/SupContrast `losses.py`).
 
+use crate::backend::Backend;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::mix::{positive_mask, LabelMetric};

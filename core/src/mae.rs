@@ -11,10 +11,10 @@
 //! is the per-patch MSE against the (optionally per-patch normalised) pixels, averaged over the
 //! masked patches only.
 
+use crate::backend::Backend;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use rand::Rng;
 
@@ -314,6 +314,15 @@ pub struct MaeOutput<B: Backend> {
 }
 
 impl<B: Backend> Mae<B> {
+    /// The model with the matrix products of its encoder and decoder blocks in `precision`.
+    pub fn with_precision(mut self, precision: crate::model::Precision) -> Self {
+        self.encoder = self.encoder.with_precision(precision);
+        for block in &mut self.decoder_blocks {
+            block.set_precision(precision);
+        }
+        self
+    }
+
     /// The configuration the model was built from.
     pub fn config(&self) -> &MaeConfig {
         &self.config

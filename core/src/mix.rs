@@ -7,7 +7,7 @@
 //!
 //! References: H. Zhang et al., "mixup", ICLR 2018; S. Yun et al., "CutMix", ICCV 2019.
 
-use burn::tensor::backend::Backend;
+use crate::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand::Rng;
 

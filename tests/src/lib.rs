@@ -115,20 +115,30 @@ pub fn named_grads<M: burn::module::Module<Ad>>(
 /// both, each entry within 1e-4 of the tensor's largest magnitude (sums taken in another
 /// order differ by rounding only).
 pub fn assert_same_grads(want: &[(String, Vec<f32>)], got: &[(String, Vec<f32>)], what: &str) {
+    let worst = worst_grad_gap(want, got, what);
+    assert!(
+        worst <= 1e-4,
+        "{what}: gradients differ by {worst} of their scale"
+    );
+}
+
+/// The largest gap between two [`named_grads`] lists, each entry's difference taken relative
+/// to its tensor's largest reference magnitude; panics unless both hold the same parameters
+/// with gradients of the same shapes.
+pub fn worst_grad_gap(want: &[(String, Vec<f32>)], got: &[(String, Vec<f32>)], what: &str) -> f32 {
     assert_eq!(want.len(), got.len(), "{what}: parameter count");
+    let mut worst = 0.0f32;
     for ((name, w), (_, g)) in want.iter().zip(got) {
         assert!(!w.is_empty(), "{what}: {name} has no reference gradient");
         assert_eq!(w.len(), g.len(), "{what}: {name} missing or misshapen");
         let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        let worst = w
+        let gap = w
             .iter()
             .zip(g)
             .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            worst <= 1e-4 * scale,
-            "{what}: {name} differs by {worst} (largest entry {scale})"
-        );
+        worst = worst.max(gap / scale);
     }
+    worst
 }
 
 /// The autodiff CPU backend the tests train on.

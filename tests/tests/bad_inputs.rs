@@ -1736,3 +1736,29 @@ fn case_50_zero_shards_are_refused_up_front() {
         assert!(!out.exists(), "{command}: nothing is written");
     }
 }
+
+#[test]
+fn case_51_unsupported_precisions_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    for (precision, want) in [("f16", "loss scaling"), ("int8", "f32 or bf16")] {
+        for command in ["finetune", "pretrain", "bench"] {
+            let mut args = vec![command, "--precision", precision, "--device", "cpu"];
+            match command {
+                "pretrain" => args.extend(["--data", s(dir.path()), "--out", s(&out)]),
+                "finetune" => args.extend(["--out", s(&out)]),
+                _ => args.extend(["--only", "mimic"]),
+            }
+            fails(&args, &["--precision", want]);
+            assert!(!out.exists(), "{command} {precision}: nothing is written");
+        }
+    }
+    // A config file goes through the same check.
+    let config = dir.path().join("run.toml");
+    std::fs::write(&config, "precision = \"fp16\"\n").unwrap();
+    fails(
+        &["finetune", "--config", s(&config), "--out", s(&out)],
+        &["--precision", "loss scaling"],
+    );
+    assert!(!out.exists(), "config file: nothing is written");
+}

@@ -12,13 +12,13 @@ use mimic_core::augment::eval_view;
 use mimic_core::data::{decode_all, load_split, DatasetKind, LoadOptions};
 use mimic_core::loss::supcon_loss;
 use mimic_core::mix::{LabelMetric, MixConfig};
-use mimic_core::model::VitConfig;
+use mimic_core::model::{Precision, VitConfig};
 use mimic_core::train::{
     finetune_gradients, finetune_loss, GroupedOptimizer, MimicLossConfig, MimicModel, OptimKind,
     OptimizerConfig, ProjKind, ProjectionHead,
 };
 use mimic_core::weights::{export_safetensors, load_vit, param_shapes, LoadPolicy, TensorMap};
-use mimic_tests::{assert_same_grads, fixture, named_grads, run_cli};
+use mimic_tests::{assert_same_grads, fixture, named_grads, run_cli, worst_grad_gap};
 use rand::SeedableRng;
 
 type B = Autodiff<Flex>;
@@ -435,6 +435,55 @@ fn sharded_gradients_equal_the_unsharded_step() {
         );
         let got = named_grads(&model, &step.grads);
         assert_same_grads(&expected, &got, &format!("{shards} shards"));
+    }
+}
+
+/// How far gradients with bf16 matrix products may stray from the f32 ones, relative to each
+/// tensor's largest entry: bf16 keeps 8 significant bits (relative rounding 2^-9 ~ 0.2 %), and
+/// a gradient passes through a few rounded products.
+const BF16_GRAD_TOL: f32 = 5e-2;
+
+#[test]
+fn bf16_products_stay_near_f32_with_f32_gradients_in_every_shard() {
+    let (x, targets) = real_batch();
+    let model = tiny_model(3);
+    let loss_cfg = MimicLossConfig::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let plan = MixConfig::default().sample(&mut rng, 48, 48);
+    let step = |model: &MimicModel<B>, shards: usize| {
+        let step = finetune_gradients(
+            model,
+            x.clone(),
+            &targets,
+            Some(&plan),
+            &loss_cfg,
+            shards,
+            9,
+        );
+        let loss: f32 = step.losses.total.into_scalar();
+        // named_grads reads each gradient as f32: a bf16 gradient would fail there.
+        (loss, named_grads(model, &step.grads))
+    };
+    let (f32_loss, f32_grads) = step(&model, 1);
+
+    let half = MimicModel {
+        encoder: model.encoder.clone().with_precision(Precision::Bf16),
+        proj: model.proj.clone(),
+    };
+    for shards in [1, 2] {
+        let (loss, grads) = step(&half, shards);
+        let what = format!("bf16, {shards} shard(s)");
+        assert!(
+            (loss - f32_loss).abs() <= 1e-2 * f32_loss.abs(),
+            "{what}: loss {loss} vs {f32_loss}"
+        );
+        let gap = worst_grad_gap(&f32_grads, &grads, &what);
+        assert!(gap <= BF16_GRAD_TOL, "{what}: gradients {gap} from f32");
+        // Rounding to bf16 must show: f32 shards agree to ~1e-6.
+        assert!(
+            gap > 1e-4,
+            "{what}: gradients equal the f32 ones; was bf16 used?"
+        );
     }
 }
 

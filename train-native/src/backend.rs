@@ -6,7 +6,8 @@
 //! inside the driver loader.
 
 use anyhow::{bail, Result};
-use burn::tensor::backend::AutodiffBackend;
+use mimic_core::backend::AutodiffBackend;
+use mimic_core::model::Precision;
 
 /// The `--device` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,6 +55,26 @@ pub fn resolve_shards(requested: Option<usize>, backend: &str) -> Result<usize> 
             Ok(std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
         }
         None => Ok(1),
+    }
+}
+
+/// Checks that the backend can run `--precision`, and says so where it only costs time.
+pub fn check_precision(precision: Precision, backend: &str) -> Result<()> {
+    match precision {
+        Precision::F32 => Ok(()),
+        Precision::Bf16 if backend.starts_with("wgpu") => bail!(
+            "--precision bf16: the wgpu backend has no bfloat16 (WGSL has no such type); use \
+             --device cuda for bf16, or --precision f32"
+        ),
+        Precision::Bf16 => {
+            if backend.starts_with("cpu") {
+                eprintln!(
+                    "note: --precision bf16 on the CPU rounds the blocks' matrix inputs to bf16 \
+                     as a GPU would, but multiplies in f32: same numbers as on CUDA, no speed-up"
+                );
+            }
+            Ok(())
+        }
     }
 }
 

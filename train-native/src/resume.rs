@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
+use mimic_core::backend::AutodiffBackend;
 use mimic_core::train::GroupedOptimizer;
 use mimic_core::weights::{save_safetensors, write_atomic, VisitParams};
 use serde::{Deserialize, Serialize};

@@ -6,9 +6,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use mimic_core::augment::eval_view;
+use mimic_core::backend::Backend;
 use mimic_core::data::DecodedImage;
 use mimic_core::model::{Vit, VitConfig};
 use mimic_core::train::ConfusionMatrix;

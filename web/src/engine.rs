@@ -2,9 +2,9 @@
 //! ViT the trainer uses, and batched inference with an asynchronous read-back.
 
 use burn::tensor::activation::softmax;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use mimic_core::augment::eval_view;
+use mimic_core::backend::Backend;
 use mimic_core::data::DecodedImage;
 use mimic_core::model::Vit;
 use mimic_core::weights::{load_vit, LoadPolicy, TensorMap, WebDtype, WebManifest, QUANT_KEY};

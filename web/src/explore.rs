@@ -2,8 +2,8 @@
 //! ([`mimic_core::mix::mix_sample`]), its soft label, and whether it is a positive of an
 //! anchor class. Nothing of the mixing is re-implemented here.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use mimic_core::backend::Backend;
 use mimic_core::mix::{cutmix_plan, mix_sample, CutBox, LabelMetric, MixKind, MixPlan};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

@@ -1,10 +1,10 @@
+use crate::backend::{softmax_rows, Backend};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::activation::softmax;
-use burn::tensor::backend::Backend;
-use burn::tensor::module::linear;
 use burn::tensor::Tensor;
+
+use super::Precision;
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]
@@ -25,6 +25,9 @@ pub struct Attention<B: Backend> {
     /// Output projection.
     pub proj: Linear<B>,
     n_heads: usize,
+    /// Number format of the products (a run-time setting, not saved).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 /// A linear layer with MAE's init: Xavier-uniform weights, zero biases.
@@ -60,6 +63,7 @@ impl AttentionConfig {
             qkv: xavier_linear(self.d_model, 3 * self.d_model, device),
             proj: xavier_linear(self.d_model, self.d_model, device),
             n_heads: self.n_heads,
+            precision: Precision::F32,
         }
     }
 }
@@ -88,12 +92,14 @@ impl<B: Backend> Attention<B> {
         // NOTE: q, k and v come from the matching thirds of the fused `qkv` weight rather than
         // from slices of one fused output: the same numbers, but the backward of a weight slice
         // scatters a [d_model, d_model] gradient instead of a [rows, 3 * d_model] one per part.
+        let p = self.precision;
         let weight = self.qkv.weight.val(); // [d_model, 3 * d_model]
         let bias = self.qkv.bias.as_ref().map(|b| b.val());
+        let rows = p.round(rows); // one cast feeds the three products
         let part = |i: usize| {
             let w = weight.clone().narrow(1, i * d_model, d_model);
             let b = bias.clone().map(|b| b.narrow(0, i * d_model, d_model));
-            linear(rows.clone(), w, b)
+            p.linear(rows.clone(), w, b)
                 .reshape([batch, n_tokens, self.n_heads, d_head])
                 .swap_dims(1, 2) // [batch, n_heads, n_tokens, d_head]
         };
@@ -101,19 +107,16 @@ impl<B: Backend> Attention<B> {
 
         // Scaled dot-product attention written out: on CPU backends it is faster than burn's
         // fused `attention` forward and backward (which autodiff decomposes anyway). The
-        // softmax runs on rows so that its broadcasts stay two-dimensional.
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
+        // softmax is the fused row operation of `crate::backend`.
+        let scores = p
+            .matmul(q, k.swap_dims(2, 3))
             .mul_scalar((d_head as f64).powf(-0.5)); // [batch, n_heads, n_tokens, n_tokens]
         let shape = scores.dims();
-        let weights = softmax(
-            scores.reshape([batch * self.n_heads * n_tokens, n_tokens]),
-            1,
-        )
-        .reshape(shape);
-        let out = weights.matmul(v); // [batch, n_heads, n_tokens, d_head]
+        let weights = softmax_rows(scores.reshape([batch * self.n_heads * n_tokens, n_tokens]))
+            .reshape(shape);
+        let out = p.matmul(weights, v); // [batch, n_heads, n_tokens, d_head]
 
         let out = out.swap_dims(1, 2).reshape([n_rows, d_model]);
-        self.proj.forward(out)
+        p.apply(&self.proj, out)
     }
 }

@@ -1,12 +1,11 @@
+use crate::backend::{gelu, layer_norm_rows, Backend};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::gelu;
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::attention::xavier_linear;
-use super::{Attention, AttentionConfig, DropPath, LN_EPS};
+use super::{Attention, AttentionConfig, DropPath, Precision, LN_EPS};
 
 /// Configuration of [`Mlp`].
 #[derive(Config, Debug)]
@@ -24,6 +23,9 @@ pub struct Mlp<B: Backend> {
     pub fc1: Linear<B>,
     /// `d_hidden -> d_model`.
     pub fc2: Linear<B>,
+    /// Number format of the products (a run-time setting, not saved).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl MlpConfig {
@@ -32,6 +34,7 @@ impl MlpConfig {
         Mlp {
             fc1: xavier_linear(self.d_model, self.d_hidden, device),
             fc2: xavier_linear(self.d_hidden, self.d_model, device),
+            precision: Precision::F32,
         }
     }
 }
@@ -50,7 +53,8 @@ impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// - rows: `[n_rows, d_model]` -> `[n_rows, d_model]`
     pub(crate) fn forward_rows(&self, rows: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.fc2.forward(gelu(self.fc1.forward(rows)))
+        let p = self.precision;
+        p.apply(&self.fc2, gelu(p.apply(&self.fc1, rows)))
     }
 }
 
@@ -104,6 +108,12 @@ impl BlockConfig {
 }
 
 impl<B: Backend> Block<B> {
+    /// Sets the number format of the block's matrix products.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.attn.precision = precision;
+        self.mlp.precision = precision;
+    }
+
     /// # Shapes
     /// - x: `[batch, n_tokens, d_model]` -> `[batch, n_tokens, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -120,8 +130,17 @@ impl<B: Backend> Block<B> {
                 .reshape([batch * n_tokens, d_model])
         };
 
-        let x = x.clone() + branch(self.attn.forward_rows(self.norm1.forward(x), batch));
-        let x = x.clone() + branch(self.mlp.forward_rows(self.norm2.forward(x)));
+        let x = x.clone() + branch(self.attn.forward_rows(norm_rows(&self.norm1, x), batch));
+        let x = x.clone() + branch(self.mlp.forward_rows(norm_rows(&self.norm2, x)));
         x.reshape([batch, n_tokens, d_model])
+    }
+}
+
+/// A block's LayerNorm (built with [`LN_EPS`]) on rows, as one fused operation
+/// ([`layer_norm_rows`]).
+fn norm_rows<B: Backend>(norm: &LayerNorm<B>, rows: Tensor<B, 2>) -> Tensor<B, 2> {
+    match &norm.beta {
+        Some(beta) => layer_norm_rows(rows, norm.gamma.val(), beta.val(), LN_EPS),
+        None => norm.forward(rows),
     }
 }

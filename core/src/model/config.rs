@@ -1,5 +1,5 @@
+use crate::backend::Backend;
 use burn::config::Config;
-use burn::tensor::backend::Backend;
 
 use super::Vit;
 use crate::Error;

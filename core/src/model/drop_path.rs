@@ -1,7 +1,7 @@
 use std::cell::RefCell;
 
+use crate::backend::Backend;
 use burn::module::Module;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -10,6 +10,7 @@ mod config;
 mod drop_path;
 mod patch_embed;
 pub mod pos_embed;
+mod precision;
 mod vit;
 
 pub use attention::{xavier_linear, Attention, AttentionConfig};
@@ -17,6 +18,7 @@ pub use block::{Block, BlockConfig, Mlp, MlpConfig};
 pub use config::{Pool, VitConfig, PRESETS};
 pub use drop_path::{with_drop_path_seed, DropPath};
 pub use patch_embed::{PatchEmbed, PatchEmbedConfig};
+pub use precision::Precision;
 pub use vit::Vit;
 
 /// LayerNorm epsilon of timm and MAE ViTs (burn's default is 1e-5).

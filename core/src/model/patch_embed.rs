@@ -1,6 +1,6 @@
+use crate::backend::Backend;
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
 /// Configuration of [`PatchEmbed`].

@@ -1,10 +1,12 @@
+use crate::backend::Backend;
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 
 use super::attention::xavier_linear;
-use super::{pos_embed, Block, BlockConfig, PatchEmbed, PatchEmbedConfig, Pool, VitConfig, LN_EPS};
+use super::{
+    pos_embed, Block, BlockConfig, PatchEmbed, PatchEmbedConfig, Pool, Precision, VitConfig, LN_EPS,
+};
 
 /// The Vision Transformer encoder with an optional linear head (Dosovitskiy et al., ICLR
 /// 2021, <https://arxiv.org/abs/2010.11929>), laid out as timm's `VisionTransformer` so that
@@ -73,6 +75,14 @@ impl<B: Backend> Vit<B> {
             head: (config.n_classes > 0).then(|| xavier_linear(d, config.n_classes, device)),
             config: config.clone(),
         }
+    }
+
+    /// The model with its blocks' matrix products in `precision` ([`Precision`]).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        for block in &mut self.blocks {
+            block.set_precision(precision);
+        }
+        self
     }
 
     /// The configuration this model was built from.

@@ -1,7 +1,7 @@
+use crate::backend::Backend;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::relu;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::loss::{l2_normalize, mscl_loss, soft_cross_entropy};

@@ -1,12 +1,12 @@
 use std::collections::BTreeMap;
 
+use crate::backend::{AutodiffBackend, Backend};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{AutodiffModule, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 
 use crate::weights::{Layout, ParamVisitor, VisitParams};

@@ -9,9 +9,9 @@
 //! its own features through its own encoder graph. The parameter gradients are the sums over
 //! the shards, i.e. those of the unsharded step up to the order of floating-point sums.
 
+use crate::backend::AutodiffBackend;
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 
 use super::finetune::{MimicLossConfig, MimicModel, MixedBatch, StepLosses};

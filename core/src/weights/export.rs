@@ -1,8 +1,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::backend::Backend;
 use burn::module::Param;
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use safetensors::tensor::{Dtype, TensorView};
 

@@ -1,7 +1,7 @@
 use std::fmt::Write as _;
 
+use crate::backend::Backend;
 use burn::module::Param;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::visit::{Layout, ParamVisitor, VisitParams};

@@ -1,6 +1,6 @@
+use crate::backend::Backend;
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::model::{Attention, Block, Mlp, PatchEmbed, Vit};

@@ -10,13 +10,13 @@ use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor, TensorData};
 use mimic_core::augment::AugmentConfig;
+use mimic_core::backend::{AutodiffBackend, Backend};
 use mimic_core::data::{decode_all, load_split, DatasetKind, LoadOptions};
 use mimic_core::mae::MaeConfig;
 use mimic_core::mix::MixConfig;
-use mimic_core::model::VitConfig;
+use mimic_core::model::{Precision, VitConfig};
 use mimic_core::train::{
     finetune_gradients, mae_gradients, GroupedOptimizer, MimicLossConfig, MimicModel, OptimKind,
     OptimizerConfig, ProjKind, ProjectionHead,
@@ -66,6 +66,10 @@ pub struct Args {
     /// CPU, 1 on a GPU; see `finetune --shards`).
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Number format of the blocks' matrix products: f32, or bf16 (mixed precision: bf16
+    /// products, f32 weights, norms and losses; for CUDA).
+    #[arg(long, default_value = "f32", value_parser = Precision::parse)]
+    pub precision: Precision,
     /// Also print all figures as one JSON line (last line of the output).
     #[arg(long)]
     pub json: bool,
@@ -108,13 +112,15 @@ impl Job for Args {
         let config = VitConfig::preset(&self.model)?.with_n_classes(self.classes);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let shards = crate::backend::resolve_shards(self.shards, backend)?;
+        crate::backend::check_precision(self.precision, backend)?;
         println!(
             "bench {} ({:.2} M parameters, {} tokens) batch {} on {backend}, {threads} threads, \
-             {shards} shard(s) per training step",
+             {shards} shard(s) per training step, {} matrix products",
             self.model,
             config.init::<B>(&device)?.num_params() as f64 / 1e6,
             config.n_patches() + 1,
             self.batch,
+            self.precision.name(),
         );
         let mut figures: Vec<Figure> = Vec::new();
         for part in self.parts() {
@@ -181,7 +187,8 @@ impl Job for Args {
                 .collect();
             let line = serde_json::json!({
                 "model": self.model, "batch": self.batch, "backend": backend,
-                "threads": threads, "shards": shards, "figures": map,
+                "threads": threads, "shards": shards, "precision": self.precision.name(),
+                "figures": map,
             });
             println!("{line}");
         }
@@ -232,7 +239,10 @@ impl Args {
         batch: usize,
         device: &B::Device,
     ) -> Result<Figure> {
-        let model = config.init::<B>(device)?.valid();
+        let model = config
+            .init::<B>(device)?
+            .with_precision(self.precision)
+            .valid();
         let s = config.img_size;
         let images = Tensor::<B::InnerBackend, 4>::random(
             [batch, 3, s, s],
@@ -254,7 +264,7 @@ impl Args {
         update: bool,
         device: &B::Device,
     ) -> Result<Figure> {
-        let mut model = config.init::<B>(device)?;
+        let mut model = config.init::<B>(device)?.with_precision(self.precision);
         let s = config.img_size;
         let images =
             Tensor::<B, 4>::random([batch, 3, s, s], Distribution::Normal(0.0, 1.0), device);
@@ -290,7 +300,7 @@ impl Args {
         device: &B::Device,
         shards: usize,
     ) -> Result<Figure> {
-        let encoder = config.init::<B>(device)?;
+        let encoder = config.init::<B>(device)?.with_precision(self.precision);
         let proj = ProjectionHead::new(ProjKind::Dense, config.d_model, 128, device);
         let mut model = MimicModel { encoder, proj };
         let opt = OptimizerConfig {
@@ -333,7 +343,7 @@ impl Args {
     /// decoder, norm-pix loss, AdamW (0.9, 0.95).
     fn mae_step<B: AutodiffBackend>(&self, device: &B::Device, shards: usize) -> Result<Figure> {
         let config = MaeConfig::for_preset(&self.model)?;
-        let mut model = config.init::<B>(device)?;
+        let mut model = config.init::<B>(device)?.with_precision(self.precision);
         let opt = OptimizerConfig {
             kind: OptimKind::AdamW,
             weight_decay: 0.05,

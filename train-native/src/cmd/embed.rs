@@ -11,10 +11,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use mimic_core::augment::eval_view;
+use mimic_core::backend::{AutodiffBackend, Backend};
 use mimic_core::data::{DatasetKind, DecodedImage, FerPlusMode, LoadOptions};
 use mimic_core::model::Vit;
 use mimic_core::weights::write_atomic;

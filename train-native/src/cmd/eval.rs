@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::AutodiffBackend;
+use mimic_core::backend::AutodiffBackend;
 use mimic_core::data::{DatasetKind, FerPlusMode, LoadOptions};
 
 use crate::backend::{dispatch, DeviceKind, Job};

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::activation::softmax;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
+use mimic_core::backend::{AutodiffBackend, Backend};
 use mimic_core::model::Vit;
 use mimic_core::weights::{
     compact_safetensors, fnv1a64, labels_of, load_vit, write_atomic, LoadPolicy, TensorMap,

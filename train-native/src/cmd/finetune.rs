@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
+use mimic_core::backend::AutodiffBackend;
 use mimic_core::data::{DatasetKind, LoadOptions};
 use mimic_core::train::{
     finetune_gradients, CosineSchedule, GroupedOptimizer, MimicModel, ProjectionHead, StepGradients,
@@ -116,6 +116,7 @@ impl Job for FinetuneConfig {
         // stochastic-depth draws depend on it) on any machine.
         let shards = crate::backend::resolve_shards(self.shards, backend)?;
         self.shards = Some(shards);
+        crate::backend::check_precision(self.precision, backend)?;
         if self.data.as_os_str() == SAMPLE_DATA && !self.data.exists() {
             bail!(
                 "the embedded sample {} is missing; pass --data <dir>",
@@ -189,6 +190,7 @@ impl Job for FinetuneConfig {
         };
         let d = self.model.d_model;
         let proj = ProjectionHead::new(self.proj, d, self.proj_dim, &device);
+        let encoder = encoder.with_precision(self.precision);
         let mut model = MimicModel { encoder, proj };
         if let Some(point) = &resume_point {
             let map = TensorMap::read(&point.model)?;
@@ -220,12 +222,13 @@ impl Job for FinetuneConfig {
         };
         println!(
             "finetune {} on {backend}: {} ({:.2} M parameters), {} train images, batch {} x 2 views \
-             in {shards} shard(s), {} steps/epoch, {} epochs, lr {:.2e} (warm-up {} steps), loss {:?}, mixing {}",
+             in {shards} shard(s), {} matrix products, {} steps/epoch, {} epochs, lr {:.2e} (warm-up {} steps), loss {:?}, mixing {}",
             self.dataset,
             self.model_preset,
             burn::module::Module::num_params(&model) as f64 / 1e6,
             n_train,
             self.batch,
+            self.precision.name(),
             steps_per_epoch,
             self.epochs,
             self.lr,
@@ -409,6 +412,7 @@ impl Job for FinetuneConfig {
             "model": self.model_preset,
             "backend": backend,
             "shards": shards,
+            "precision": self.precision.name(),
             "train_images": n_train,
             "steps": step,
             "best_epoch": best_epoch,

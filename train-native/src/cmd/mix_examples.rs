@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use image::{Rgb, RgbImage};
 use mimic_core::augment::eval_view;
+use mimic_core::backend::{AutodiffBackend, Backend};
 use mimic_core::data::{DatasetKind, FerPlusMode, LoadOptions};
 use mimic_core::mix::{cutmix_plan, mix_sample, LabelMetric, MixKind, MixPlan};
 use mimic_core::preprocess::{IMAGENET_MEAN, IMAGENET_STD};

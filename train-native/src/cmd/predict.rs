@@ -2,8 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::activation::softmax;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
+use mimic_core::backend::AutodiffBackend;
 use mimic_core::model::VitConfig;
 use mimic_core::preprocess::read_image;
 use mimic_core::weights::{fit_head, labels_of, load_vit, LoadPolicy, TensorMap};

@@ -10,12 +10,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use image::{Rgb, RgbImage};
 use mimic_core::augment::{eval_view, AugmentConfig};
+use mimic_core::backend::{AutodiffBackend, Backend};
 use mimic_core::data::{decode_all, unlabelled_images, DecodedImage, LoadOptions};
 use mimic_core::mae::{load_mae, Mae, MaeConfig, Masking, MAE_CONFIG_KEY};
+use mimic_core::model::Precision;
 use mimic_core::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
 use mimic_core::train::{
     mae_gradients, CosineSchedule, GroupedOptimizer, OptimKind, OptimizerConfig,
@@ -47,7 +48,7 @@ pub struct Args {
         "data", "model", "init", "out", "mask_ratio", "decoder_dim", "decoder_depth",
         "decoder_heads", "norm_pix_loss", "epochs", "max_steps", "batch", "blr", "lr", "min_lr",
         "warmup_epochs", "weight_decay", "crop_scale", "val_images", "recon_every", "seed",
-        "workers", "shards", "log_every",
+        "workers", "shards", "precision", "log_every",
     ])]
     pub resume: Option<PathBuf>,
     /// Encoder preset (see `train-native presets`). Default: vit_cpu_patch6_48, or the
@@ -120,6 +121,10 @@ pub struct Args {
     /// same N.
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Number format of the encoder's and decoder's matrix products: f32, or bf16 (mixed
+    /// precision: bf16 products, f32 weights, gradients, norms and loss; pays off on CUDA).
+    #[arg(long, default_value = "f32", value_parser = Precision::parse)]
+    pub precision: Precision,
     /// Write a metrics line every N steps.
     #[arg(long, default_value_t = 20)]
     pub log_every: usize,
@@ -169,6 +174,9 @@ pub struct PretrainConfig {
     /// device).
     #[serde(default)]
     pub shards: Option<usize>,
+    /// Number format of the matrix products (absent in configs from before it: f32).
+    #[serde(default)]
+    pub precision: Precision,
     /// Metrics interval in steps.
     pub log_every: usize,
     /// Continue the run in `out` (set by `--resume`; not part of config.json).
@@ -311,6 +319,7 @@ fn resolve(args: Args, now: &str) -> Result<PretrainConfig> {
         seed: args.seed,
         workers: args.workers,
         shards: args.shards,
+        precision: args.precision,
         log_every: args.log_every,
         resume: false,
     })
@@ -332,6 +341,7 @@ impl Job for PretrainConfig {
         // MAE encoder has no stochastic depth, so only the order of sums depends on it).
         let shards = crate::backend::resolve_shards(self.shards, backend)?;
         self.shards = Some(shards);
+        crate::backend::check_precision(self.precision, backend)?;
         let mae = &self.mae;
         let size = mae.encoder.img_size;
 
@@ -383,7 +393,7 @@ impl Job for PretrainConfig {
             false => None,
         };
         B::seed(&device, self.seed);
-        let mut model: Mae<B> = match (&self.init, &resume_point) {
+        let model: Mae<B> = match (&self.init, &resume_point) {
             (_, Some(point)) => {
                 let map = TensorMap::read(&point.model)?;
                 load_mae::<B>(mae, map, &device)
@@ -400,6 +410,7 @@ impl Job for PretrainConfig {
                 model
             }
         };
+        let mut model = model.with_precision(self.precision);
         assign_stable_ids(&mut model);
         let mut optim = GroupedOptimizer::new(&self.optimizer, &mut model, mae.encoder.depth)?;
         if let Some(point) = &resume_point {
@@ -423,7 +434,8 @@ impl Job for PretrainConfig {
         };
         println!(
             "pretrain on {backend}: MAE {} ({:.2} M parameters; decoder {} x {} wide), {} of {} \
-             patches kept, norm-pix loss {}, batch {} in {shards} shard(s), {} steps/epoch, {} epochs, \
+             patches kept, norm-pix loss {}, batch {} in {shards} shard(s), {} matrix products, \
+             {} steps/epoch, {} epochs, \
              lr {:.2e} (warm-up {} steps)",
             self.model_preset,
             burn::module::Module::num_params(&model) as f64 / 1e6,
@@ -433,6 +445,7 @@ impl Job for PretrainConfig {
             mae.encoder.n_patches(),
             if mae.norm_pix_loss { "on" } else { "off" },
             self.batch,
+            self.precision.name(),
             steps_per_epoch,
             self.epochs,
             self.lr,
@@ -563,6 +576,7 @@ impl Job for PretrainConfig {
             "model": self.model_preset,
             "backend": backend,
             "shards": shards,
+            "precision": self.precision.name(),
             "train_images": n_train,
             "held_out_images": val.len(),
             "steps": step,

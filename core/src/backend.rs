@@ -1,0 +1,426 @@
+//! The backend traits of mimic's models: burn's, plus three fused row operations.
+//!
+//! [`Backend`] is burn's [`burn::tensor::backend::Backend`] with LayerNorm, softmax and GELU
+//! as single operations, forward and backward. burn's autodiff splits LayerNorm and softmax
+//! into a dozen element-wise nodes each (every one a pass over memory and a graph entry), and
+//! burn-flex evaluates GELU's `erf` with scalar libm calls; on the CPU these took a large part
+//! of a training step. Here:
+//!
+//! - every backend gets the operations with default bodies written with burn's tensor API, so
+//!   GPU backends behave as before (their fusion passes see the same element-wise work);
+//! - [`Autodiff`] records each as one node whose backward calls the inner backend's backward
+//!   operation, instead of tracing the decomposition;
+//! - burn-flex (the CPU backend) runs them as single loops over rows (see [`flex_kernels`]).
+//!
+//! Models, losses and training code take `B: mimic_core::backend::Backend` (or
+//! [`AutodiffBackend`]); the concrete backends implement it here: burn-flex and `Autodiff<_>`
+//! always, wgpu / WebGPU and CUDA behind the features of the same names.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+pub mod flex_kernels;
+
+/// burn's backend trait plus fused row-wise LayerNorm, softmax and GELU (see the module
+/// documentation). Every method has a default body made of burn tensor operations.
+pub trait Backend: burn::tensor::backend::Backend {
+    /// LayerNorm of each row: `(x - mean) / sqrt(var + eps) * gamma + beta`.
+    ///
+    /// # Shapes
+    /// - x: `[n, d]`, gamma and beta: `[d]` -> `[n, d]`
+    fn ln_rows(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        Self::layer_norm(x, gamma, Some(beta), eps)
+    }
+
+    /// Gradients of [`Self::ln_rows`] with respect to x, gamma and beta, given the output's
+    /// gradient `grad` `[n, d]`.
+    fn ln_rows_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        generic::ln_rows_backward::<Self>(x, gamma, grad, eps)
+    }
+
+    /// Softmax of each row of `[n, d]`.
+    fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::softmax(x, 1)
+    }
+
+    /// Gradient of [`Self::softmax_rows`] from its output `y` and the output's gradient:
+    /// `y * (grad - sum(grad * y))` per row.
+    fn softmax_rows_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::softmax_rows_backward::<Self>(y, grad)
+    }
+
+    /// The exact (erf) GELU, element-wise.
+    fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::gelu(x)
+    }
+
+    /// Gradient of [`Self::gelu_exact`] at `x` given the output's gradient.
+    fn gelu_exact_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::gelu_backward(x, grad)
+    }
+}
+
+/// An autodiff backend whose inner backend is a [`Backend`] too: what training code takes.
+pub trait AutodiffBackend:
+    Backend + burn::tensor::backend::AutodiffBackend<InnerBackend: Backend>
+{
+}
+
+impl<B> AutodiffBackend for B where
+    B: Backend + burn::tensor::backend::AutodiffBackend<InnerBackend: Backend>
+{
+}
+
+/// [`Backend::ln_rows`] on tensors.
+pub fn layer_norm_rows<B: Backend>(
+    x: Tensor<B, 2>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, 2> {
+    float(B::ln_rows(prim(x), prim(gamma), prim(beta), eps))
+}
+
+/// [`Backend::softmax_rows`] on a tensor.
+pub fn softmax_rows<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    float(B::softmax_rows(prim(x)))
+}
+
+/// [`Backend::gelu_exact`] on a tensor.
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    float(B::gelu_exact(prim(x)))
+}
+
+fn prim<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+fn float<B: burn::tensor::backend::Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// The default bodies, in burn tensor operations (also the fallback of the CPU kernels for
+/// float types other than f32).
+pub mod generic {
+    use super::{float, prim};
+    use burn::tensor::ops::FloatTensor;
+    use burn::tensor::Tensor;
+
+    /// LayerNorm backward: with `x̂` the normalised rows, `r` their reciprocal standard
+    /// deviation and `g = grad * gamma`: `dx = r (g - mean(g) - x̂ mean(g x̂))`,
+    /// `dgamma = Σ_rows grad x̂`, `dbeta = Σ_rows grad`.
+    pub fn ln_rows_backward<B: burn::tensor::backend::Backend>(
+        x: FloatTensor<B>,
+        gamma: FloatTensor<B>,
+        grad: FloatTensor<B>,
+        eps: f64,
+    ) -> [FloatTensor<B>; 3] {
+        let x: Tensor<B, 2> = float(x);
+        let gamma: Tensor<B, 1> = float(gamma);
+        let grad: Tensor<B, 2> = float(grad);
+        let [_, d] = x.dims();
+        let centred = x.clone() - x.mean_dim(1);
+        let rstd = centred
+            .clone()
+            .powi_scalar(2)
+            .mean_dim(1)
+            .add_scalar(eps)
+            .sqrt()
+            .recip();
+        let xhat = centred * rstd.clone();
+        let dbeta = grad.clone().sum_dim(0).reshape([d]);
+        let dgamma = (grad.clone() * xhat.clone()).sum_dim(0).reshape([d]);
+        let g = grad * gamma.unsqueeze::<2>();
+        let dx = (g.clone() - g.clone().mean_dim(1) - xhat.clone() * (g * xhat).mean_dim(1)) * rstd;
+        [prim(dx), prim(dgamma), prim(dbeta)]
+    }
+
+    /// Softmax backward from the output `y`: `y * (grad - Σ grad y)` per row.
+    pub fn softmax_rows_backward<B: burn::tensor::backend::Backend>(
+        y: FloatTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let y: Tensor<B, 2> = float(y);
+        let grad: Tensor<B, 2> = float(grad);
+        let dot = (grad.clone() * y.clone()).sum_dim(1);
+        prim(y * (grad - dot))
+    }
+}
+
+impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
+    fn ln_rows(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        /// Keeps x and gamma for the backward pass.
+        #[derive(Debug)]
+        struct LayerNormRows;
+
+        impl<B: Backend> Backward<B, 3> for LayerNormRows {
+            type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [node_x, node_gamma, node_beta] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, gamma, eps) = ops.state;
+                let [dx, dgamma, dbeta] = B::ln_rows_backward(x, gamma, grad, eps);
+                for (node, g) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, g);
+                    }
+                }
+            }
+        }
+
+        let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+        match LayerNormRows.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = B::ln_rows(
+                    x.primitive.clone(),
+                    gamma.primitive.clone(),
+                    beta.primitive,
+                    eps,
+                );
+                prep.finish((x.primitive, gamma.primitive, eps), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::ln_rows(
+                x.primitive,
+                gamma.primitive,
+                beta.primitive,
+                eps,
+            )),
+        }
+    }
+
+    fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        /// Keeps the output for the backward pass.
+        #[derive(Debug)]
+        struct SoftmaxRows;
+
+        impl<B: Backend> Backward<B, 1> for SoftmaxRows {
+            type State = FloatTensor<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let y = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    B::softmax_rows_backward(y, grad)
+                });
+            }
+        }
+
+        match SoftmaxRows
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::softmax_rows(x.primitive);
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::softmax_rows(x.primitive)),
+        }
+    }
+
+    fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        /// Keeps the input for the backward pass.
+        #[derive(Debug)]
+        struct GeluExact;
+
+        impl<B: Backend> Backward<B, 1> for GeluExact {
+            type State = FloatTensor<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let x = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    B::gelu_exact_backward(x, grad)
+                });
+            }
+        }
+
+        match GeluExact
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::gelu_exact(x.primitive.clone());
+                prep.finish(x.primitive, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::gelu_exact(x.primitive)),
+        }
+    }
+}
+
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+impl Backend for burn::backend::Wgpu {}
+
+#[cfg(feature = "cuda")]
+impl Backend for burn::backend::Cuda {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::{activation, Distribution, TensorData};
+
+    type Ad = Autodiff<Flex>;
+
+    /// Largest difference between two tensors, relative to the larger magnitude of `want`.
+    fn gap<const D: usize>(got: Tensor<Flex, D>, want: Tensor<Flex, D>) -> f32 {
+        let got = got.into_data().to_vec::<f32>().unwrap();
+        let want = want.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        worst / scale
+    }
+
+    fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Ad, D> {
+        <Flex as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
+        Tensor::random(shape, Distribution::Normal(0.0, 2.0), &Default::default())
+    }
+
+    /// Forward output and the gradients of `sum(out * w)` for each input, fused and as burn's
+    /// autodiff traces the decomposed operation.
+    fn both<const N: usize>(
+        inputs: [Tensor<Ad, 2>; N],
+        fused: impl Fn(&[Tensor<Ad, 2>]) -> Tensor<Ad, 2>,
+        reference: impl Fn(&[Tensor<Ad, 2>]) -> Tensor<Ad, 2>,
+        what: &str,
+    ) {
+        let run = |f: &dyn Fn(&[Tensor<Ad, 2>]) -> Tensor<Ad, 2>| {
+            let leaves: Vec<Tensor<Ad, 2>> = inputs
+                .iter()
+                .map(|t| t.clone().detach().require_grad())
+                .collect();
+            let out = f(&leaves);
+            let w = Tensor::<Ad, 2>::from_data(
+                TensorData::new(
+                    (0..out.shape().num_elements())
+                        .map(|i| ((i * 7919) % 23) as f32 / 11.0 - 1.0)
+                        .collect::<Vec<_>>(),
+                    out.dims(),
+                ),
+                &Default::default(),
+            );
+            let grads = (out.clone() * w).sum().backward();
+            let g: Vec<Tensor<Flex, 2>> = leaves.iter().map(|l| l.grad(&grads).unwrap()).collect();
+            (out.inner(), g)
+        };
+        let (out_f, grads_f) = run(&fused);
+        let (out_r, grads_r) = run(&reference);
+        let e = gap(out_f, out_r);
+        assert!(e <= 1e-5, "{what}: forward differs by {e}");
+        for (i, (a, b)) in grads_f.into_iter().zip(grads_r).enumerate() {
+            let e = gap(a, b);
+            assert!(e <= 1e-5, "{what}: gradient of input {i} differs by {e}");
+        }
+    }
+
+    #[test]
+    fn fused_layer_norm_matches_the_traced_decomposition() {
+        // gamma and beta ride as [1, d] rows so that `both` handles every input alike.
+        let eps = 1e-6;
+        both(
+            [random([37, 24], 1), random([1, 24], 2), random([1, 24], 3)],
+            |t| {
+                let [_, d] = t[1].dims();
+                layer_norm_rows(
+                    t[0].clone(),
+                    t[1].clone().reshape([d]),
+                    t[2].clone().reshape([d]),
+                    eps,
+                )
+            },
+            |t| {
+                let centred = t[0].clone() - t[0].clone().mean_dim(1);
+                let var = centred.clone().powi_scalar(2).mean_dim(1);
+                centred / var.add_scalar(eps).sqrt() * t[1].clone() + t[2].clone()
+            },
+            "layer norm",
+        );
+    }
+
+    #[test]
+    fn fused_softmax_and_gelu_match_burns_own() {
+        both(
+            [random([50, 65], 4)],
+            |t| softmax_rows(t[0].clone()),
+            |t| activation::softmax(t[0].clone(), 1),
+            "softmax",
+        );
+        both(
+            [random([40, 128], 5)],
+            |t| gelu(t[0].clone()),
+            |t| activation::gelu(t[0].clone()),
+            "gelu",
+        );
+    }
+
+    #[test]
+    fn default_bodies_match_the_cpu_kernels() {
+        // The bodies GPU backends run, evaluated on the CPU against burn-flex's kernels.
+        let x = random::<2>([29, 16], 6).inner();
+        let gamma = random::<1>([16], 7).inner();
+        let grad = random::<2>([29, 16], 8).inner();
+        let [dx_a, dg_a, db_a] = generic::ln_rows_backward::<Flex>(
+            prim(x.clone()),
+            prim(gamma.clone()),
+            prim(grad.clone()),
+            1e-6,
+        );
+        let [dx_b, dg_b, db_b] =
+            Flex::ln_rows_backward(prim(x), prim(gamma), prim(grad.clone()), 1e-6);
+        assert!(
+            gap(float::<Flex, 2>(dx_b), float::<Flex, 2>(dx_a)) <= 1e-5,
+            "dx"
+        );
+        assert!(
+            gap(float::<Flex, 1>(dg_b), float::<Flex, 1>(dg_a)) <= 1e-5,
+            "dgamma"
+        );
+        assert!(
+            gap(float::<Flex, 1>(db_b), float::<Flex, 1>(db_a)) <= 1e-5,
+            "dbeta"
+        );
+        let y = activation::softmax(random::<2>([29, 16], 9).inner(), 1);
+        let a = generic::softmax_rows_backward::<Flex>(prim(y.clone()), prim(grad.clone()));
+        let b = Flex::softmax_rows_backward(prim(y), prim(grad));
+        assert!(gap(float::<Flex, 2>(b), float::<Flex, 2>(a)) <= 1e-5);
+    }
+}
