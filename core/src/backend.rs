@@ -22,7 +22,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
 
 pub mod flex_kernels;
 
@@ -64,6 +64,19 @@ pub trait Backend: burn::tensor::backend::Backend {
         generic::softmax_rows_backward::<Self>(y, grad)
     }
 
+    /// Token rows `[batch * n, heads * d_head]` (each image's tokens contiguous) as per-head
+    /// matrices `[batch, heads, n, d_head]`. The default is a reshape and a transposed view;
+    /// backends may return a contiguous copy.
+    fn split_heads(x: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self> {
+        generic::split_heads::<Self>(x, batch, heads)
+    }
+
+    /// The inverse of [`Self::split_heads`]: `[batch, heads, n, d_head]` (any strides) to
+    /// rows `[batch * n, heads * d_head]`.
+    fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::merge_heads::<Self>(x)
+    }
+
     /// The exact (erf) GELU, element-wise.
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::gelu(x)
@@ -99,6 +112,16 @@ pub fn layer_norm_rows<B: Backend>(
 /// [`Backend::softmax_rows`] on a tensor.
 pub fn softmax_rows<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     float(B::softmax_rows(prim(x)))
+}
+
+/// [`Backend::split_heads`] on a tensor.
+pub fn split_heads<B: Backend>(rows: Tensor<B, 2>, batch: usize, heads: usize) -> Tensor<B, 4> {
+    float(B::split_heads(prim(rows), batch, heads))
+}
+
+/// [`Backend::merge_heads`] on a tensor.
+pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 2> {
+    float(B::merge_heads(prim(x)))
 }
 
 /// [`Backend::gelu_exact`] on a tensor.
@@ -148,6 +171,27 @@ pub mod generic {
         let g = grad * gamma.unsqueeze::<2>();
         let dx = (g.clone() - g.clone().mean_dim(1) - xhat.clone() * (g * xhat).mean_dim(1)) * rstd;
         [prim(dx), prim(dgamma), prim(dbeta)]
+    }
+
+    /// Rows to heads: a reshape and a transposed view.
+    pub fn split_heads<B: burn::tensor::backend::Backend>(
+        x: FloatTensor<B>,
+        batch: usize,
+        heads: usize,
+    ) -> FloatTensor<B> {
+        let x: Tensor<B, 2> = float(x);
+        let [rows, width] = x.dims();
+        prim(
+            x.reshape([batch, rows / batch, heads, width / heads])
+                .swap_dims(1, 2),
+        )
+    }
+
+    /// Heads to rows: a transposed view and a reshape (which copies).
+    pub fn merge_heads<B: burn::tensor::backend::Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+        let x: Tensor<B, 4> = float(x);
+        let [batch, heads, n, d_head] = x.dims();
+        prim(x.swap_dims(1, 2).reshape([batch * n, heads * d_head]))
     }
 
     /// Softmax backward from the output `y`: `y * (grad - Σ grad y)` per row.
@@ -245,6 +289,67 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
                 prep.finish(y.clone(), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::softmax_rows(x.primitive)),
+        }
+    }
+
+    fn split_heads(x: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self> {
+        /// A permutation: the backward pass is the inverse permutation.
+        #[derive(Debug)]
+        struct SplitHeads;
+
+        impl<B: Backend> Backward<B, 1> for SplitHeads {
+            type State = ();
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::merge_heads(grad));
+            }
+        }
+
+        match SplitHeads
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((), B::split_heads(x.primitive, batch, heads)),
+            OpsKind::UnTracked(prep) => prep.finish(B::split_heads(x.primitive, batch, heads)),
+        }
+    }
+
+    fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        /// A permutation: the backward pass is the inverse permutation.
+        #[derive(Debug)]
+        struct MergeHeads;
+
+        impl<B: Backend> Backward<B, 1> for MergeHeads {
+            type State = (usize, usize);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let (batch, heads) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    B::split_heads(grad, batch, heads)
+                });
+            }
+        }
+
+        let dims = x.primitive.shape();
+        let (batch, heads) = (dims[0], dims[1]);
+        match MergeHeads
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((batch, heads), B::merge_heads(x.primitive)),
+            OpsKind::UnTracked(prep) => prep.finish(B::merge_heads(x.primitive)),
         }
     }
 
@@ -390,6 +495,40 @@ mod tests {
             |t| activation::gelu(t[0].clone()),
             "gelu",
         );
+    }
+
+    #[test]
+    fn head_split_and_merge_move_values_and_gradients_exactly() {
+        // 3 images of 5 tokens, 4 heads of 6 channels; merge also reads a transposed view.
+        let rows = random::<2>([15, 24], 10).require_grad();
+        let heads = split_heads(rows.clone(), 3, 4);
+        let want = rows.clone().reshape([3, 5, 4, 6]).swap_dims(1, 2);
+        assert_eq!(gap(heads.clone().inner(), want.inner()), 0.0);
+        let w = random::<4>([3, 4, 5, 6], 11);
+        let grads = (heads.clone() * w.clone()).sum().backward();
+        let want_grad = w.clone().swap_dims(1, 2).reshape([15, 24]).inner();
+        assert_eq!(gap(rows.grad(&grads).unwrap(), want_grad), 0.0);
+
+        let x = random::<4>([3, 4, 6, 5], 12).require_grad();
+        let merged = merge_heads(x.clone().swap_dims(2, 3));
+        let want = x.clone().swap_dims(2, 3).swap_dims(1, 2).reshape([15, 24]);
+        assert_eq!(gap(merged.clone().inner(), want.inner()), 0.0);
+        let w = random::<2>([15, 24], 13);
+        let grads = (merged * w.clone()).sum().backward();
+        let want_grad = w
+            .reshape([3, 5, 4, 6])
+            .swap_dims(1, 2)
+            .swap_dims(2, 3)
+            .inner();
+        assert_eq!(gap(x.grad(&grads).unwrap(), want_grad), 0.0);
+        // The default bodies (GPU backends) agree with the CPU kernels.
+        let r = random::<2>([15, 24], 14).inner();
+        let a: Tensor<Flex, 4> = float(generic::split_heads::<Flex>(prim(r.clone()), 3, 4));
+        let b: Tensor<Flex, 4> = float(Flex::split_heads(prim(r), 3, 4));
+        assert_eq!(gap(b, a.clone()), 0.0);
+        let m1: Tensor<Flex, 2> = float(generic::merge_heads::<Flex>(prim(a.clone())));
+        let m2: Tensor<Flex, 2> = float(Flex::merge_heads(prim(a)));
+        assert_eq!(gap(m2, m1), 0.0);
     }
 
     #[test]

@@ -91,6 +91,60 @@ impl Backend for Flex {
         tensor(dx, shape.to_vec())
     }
 
+    fn split_heads(x: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self> {
+        let x = x.to_contiguous();
+        let shape = x.layout().shape().clone();
+        let (rows, width) = (shape[0], shape[1]);
+        let (n, d_head) = (rows / batch, width / heads);
+        let Some(xs) = x.as_slice::<f32>() else {
+            return generic::split_heads::<Self>(x, batch, heads);
+        };
+        // Each (image, token, head) run of d_head values moves as one block.
+        let mut out = vec![0f32; xs.len()];
+        for (b, image) in xs.chunks_exact(n * width).enumerate() {
+            for (t, row) in image.chunks_exact(width).enumerate() {
+                for (h, run) in row.chunks_exact(d_head).enumerate() {
+                    let at = ((b * heads + h) * n + t) * d_head;
+                    out[at..at + d_head].copy_from_slice(run);
+                }
+            }
+        }
+        tensor(out, vec![batch, heads, n, d_head])
+    }
+
+    fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = x.layout().shape().clone();
+        let [batch, heads, n, d_head] = [shape[0], shape[1], shape[2], shape[3]];
+        if x.dtype() != burn::tensor::DType::F32 {
+            return generic::merge_heads::<Self>(x);
+        }
+        // Read through the strides as they are (a transposed view arrives from the backward
+        // pass of `k^T`): one pass, no intermediate contiguous copy.
+        let strides = x.layout().strides().to_vec();
+        let start = x.layout().start_offset() as isize;
+        let src: &[f32] = x.storage();
+        let width = heads * d_head;
+        let mut out = vec![0f32; batch * n * width];
+        for (r, row) in out.chunks_exact_mut(width).enumerate() {
+            let (b, t) = (r / n, r % n);
+            for (h, run) in row.chunks_exact_mut(d_head).enumerate() {
+                let base = start
+                    + b as isize * strides[0]
+                    + h as isize * strides[1]
+                    + t as isize * strides[2];
+                if strides[3] == 1 {
+                    let base = base as usize;
+                    run.copy_from_slice(&src[base..base + d_head]);
+                } else {
+                    for (i, v) in run.iter_mut().enumerate() {
+                        *v = src[(base + i as isize * strides[3]) as usize];
+                    }
+                }
+            }
+        }
+        tensor(out, vec![batch * n, width])
+    }
+
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let x = x.to_contiguous();
         let shape = x.layout().shape().clone();

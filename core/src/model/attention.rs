@@ -1,4 +1,4 @@
-use crate::backend::{softmax_rows, Backend};
+use crate::backend::{merge_heads, softmax_rows, split_heads, Backend};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
@@ -99,9 +99,8 @@ impl<B: Backend> Attention<B> {
         let part = |i: usize| {
             let w = weight.clone().narrow(1, i * d_model, d_model);
             let b = bias.clone().map(|b| b.narrow(0, i * d_model, d_model));
-            p.linear(rows.clone(), w, b)
-                .reshape([batch, n_tokens, self.n_heads, d_head])
-                .swap_dims(1, 2) // [batch, n_heads, n_tokens, d_head]
+            // [batch, n_heads, n_tokens, d_head]
+            split_heads(p.linear(rows.clone(), w, b), batch, self.n_heads)
         };
         let (q, k, v) = (part(0), part(1), part(2));
 
@@ -116,7 +115,6 @@ impl<B: Backend> Attention<B> {
             .reshape(shape);
         let out = p.matmul(weights, v); // [batch, n_heads, n_tokens, d_head]
 
-        let out = out.swap_dims(1, 2).reshape([n_rows, d_model]);
-        p.apply(&self.proj, out)
+        p.apply(&self.proj, merge_heads(out))
     }
 }
