@@ -259,37 +259,7 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
     }
 
     fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        /// Keeps the output for the backward pass.
-        #[derive(Debug)]
-        struct SoftmaxRows;
-
-        impl<B: Backend> Backward<B, 1> for SoftmaxRows {
-            type State = FloatTensor<B>;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let y = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    B::softmax_rows_backward(y, grad)
-                });
-            }
-        }
-
-        match SoftmaxRows
-            .prepare::<C>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let y = B::softmax_rows(x.primitive);
-                prep.finish(y.clone(), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::softmax_rows(x.primitive)),
-        }
+        saved_unary::<B, C>(x, B::softmax_rows, Keep::Output, B::softmax_rows_backward)
     }
 
     fn split_heads(x: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self> {
@@ -354,37 +324,61 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
     }
 
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        /// Keeps the input for the backward pass.
-        #[derive(Debug)]
-        struct GeluExact;
+        saved_unary::<B, C>(x, B::gelu_exact, Keep::Input, B::gelu_exact_backward)
+    }
+}
 
-        impl<B: Backend> Backward<B, 1> for GeluExact {
-            type State = FloatTensor<B>;
+/// Which tensor a one-input operation keeps for its backward pass.
+enum Keep {
+    Input,
+    Output,
+}
 
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let x = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    B::gelu_exact_backward(x, grad)
-                });
+/// The backward pass of a one-input operation, from the kept tensor and the output's gradient.
+type GradOf<B> = fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>;
+
+/// A one-input autodiff node whose backward pass needs one kept tensor (softmax its output,
+/// GELU its input).
+#[derive(Debug)]
+struct SavedUnary;
+
+impl<B: Backend> Backward<B, 1> for SavedUnary {
+    type State = (FloatTensor<B>, GradOf<B>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let (kept, grad_of) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| grad_of(kept, grad));
+    }
+}
+
+/// Records `forward(x)` as one [`SavedUnary`] node.
+fn saved_unary<B: Backend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    forward: fn(FloatTensor<B>) -> FloatTensor<B>,
+    keep: Keep,
+    backward: GradOf<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match SavedUnary
+        .prepare::<C>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => match keep {
+            Keep::Input => {
+                let y = forward(x.primitive.clone());
+                prep.finish((x.primitive, backward), y)
             }
-        }
-
-        match GeluExact
-            .prepare::<C>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::gelu_exact(x.primitive.clone());
-                prep.finish(x.primitive, out)
+            Keep::Output => {
+                let y = forward(x.primitive);
+                prep.finish((y.clone(), backward), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::gelu_exact(x.primitive)),
-        }
+        },
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive)),
     }
 }
 

@@ -399,6 +399,27 @@ fn the_contrastive_branch_learns_on_a_fixed_batch() {
     );
 }
 
+/// The mixing plan the gradient tests share (seeded).
+fn fixed_plan() -> mimic_core::mix::MixPlan {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    MixConfig::default().sample(&mut rng, 48, 48)
+}
+
+/// Loss and named gradients of one MIMIC step (default loss, seed 9) in `shards` shards.
+fn step_in_shards(
+    model: &MimicModel<B>,
+    x: &Tensor<B, 4>,
+    targets: &[Vec<f32>],
+    plan: &mimic_core::mix::MixPlan,
+    shards: usize,
+) -> (f32, Vec<(String, Vec<f32>)>) {
+    let cfg = MimicLossConfig::default();
+    let step = finetune_gradients(model, x.clone(), targets, Some(plan), &cfg, shards, 9);
+    let loss: f32 = step.losses.total.into_scalar();
+    // named_grads reads each gradient as f32: a gradient of another type would fail there.
+    (loss, named_grads(model, &step.grads))
+}
+
 #[test]
 fn sharded_gradients_equal_the_unsharded_step() {
     // A mixed batch of 32 real views, MSCL on: the loss couples every sample, so the shards
@@ -406,8 +427,7 @@ fn sharded_gradients_equal_the_unsharded_step() {
     let (x, targets) = real_batch();
     let model = tiny_model(3);
     let loss_cfg = MimicLossConfig::default();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let plan = MixConfig::default().sample(&mut rng, 48, 48);
+    let plan = fixed_plan();
 
     let reference = finetune_loss(&model, x.clone(), &targets, Some(&plan), &loss_cfg);
     let ref_loss: f32 = reference.total.clone().into_scalar();
@@ -419,21 +439,11 @@ fn sharded_gradients_equal_the_unsharded_step() {
     );
 
     for shards in [1, 2, 3] {
-        let step = finetune_gradients(
-            &model,
-            x.clone(),
-            &targets,
-            Some(&plan),
-            &loss_cfg,
-            shards,
-            9,
-        );
-        let loss: f32 = step.losses.total.into_scalar();
+        let (loss, got) = step_in_shards(&model, &x, &targets, &plan, shards);
         assert!(
             (loss - ref_loss).abs() <= 1e-5 * ref_loss.abs(),
             "{shards} shards: loss"
         );
-        let got = named_grads(&model, &step.grads);
         assert_same_grads(&expected, &got, &format!("{shards} shards"));
     }
 }
@@ -447,23 +457,8 @@ const BF16_GRAD_TOL: f32 = 5e-2;
 fn bf16_products_stay_near_f32_with_f32_gradients_in_every_shard() {
     let (x, targets) = real_batch();
     let model = tiny_model(3);
-    let loss_cfg = MimicLossConfig::default();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let plan = MixConfig::default().sample(&mut rng, 48, 48);
-    let step = |model: &MimicModel<B>, shards: usize| {
-        let step = finetune_gradients(
-            model,
-            x.clone(),
-            &targets,
-            Some(&plan),
-            &loss_cfg,
-            shards,
-            9,
-        );
-        let loss: f32 = step.losses.total.into_scalar();
-        // named_grads reads each gradient as f32: a bf16 gradient would fail there.
-        (loss, named_grads(model, &step.grads))
-    };
+    let plan = fixed_plan();
+    let step = |model: &MimicModel<B>, shards| step_in_shards(model, &x, &targets, &plan, shards);
     let (f32_loss, f32_grads) = step(&model, 1);
 
     let half = MimicModel {

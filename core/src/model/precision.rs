@@ -8,7 +8,7 @@
 //! for bf16. The casts are differentiable, so a product's backward runs in bf16 as well and its
 //! gradients come back as f32.
 //!
-//! Only bf16 is offered for training: f16 has bf16's precision problem plus a narrow exponent,
+//! Only bf16 is offered for training: f16 keeps more mantissa bits but has a narrow exponent,
 //! so small gradients underflow without loss scaling, which the trainer does not do.
 //! bf16 pays off on GPUs with bf16 matrix units (CUDA); CPU backends convert it to f32 inside
 //! the product and only get slower, and WGSL has no bf16 type.
