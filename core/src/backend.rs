@@ -25,6 +25,9 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
 
 pub mod flex_kernels;
+mod flex_products;
+
+pub use flex_products::on_this_thread;
 
 /// burn's backend trait plus fused row-wise LayerNorm, softmax and GELU (see the module
 /// documentation). Every method has a default body made of burn tensor operations.
@@ -86,6 +89,69 @@ pub trait Backend: burn::tensor::backend::Backend {
     fn gelu_exact_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::gelu_backward(x, grad)
     }
+
+    /// A linear layer on rows: `x · w + b`.
+    ///
+    /// # Shapes
+    /// - x: `[n, d_in]`, w: `[d_in, d_out]`, b: `[d_out]` -> `[n, d_out]`
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::linear(x, w, Some(b))
+    }
+
+    /// Gradients of [`Self::linear_rows`] with respect to x, w and b from the output's
+    /// gradient `grad` `[n, d_out]`; only those `wanted` are computed.
+    fn linear_rows_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        wanted: [bool; 3],
+    ) -> [Option<FloatTensor<Self>>; 3] {
+        generic::linear_rows_backward::<Self>(x, w, grad, wanted)
+    }
+
+    /// [`Self::linear_rows`] followed by the exact GELU. Returns the output and, when
+    /// `derivative` is set, GELU's derivative at every pre-activation: all that the backward
+    /// pass needs (it multiplies the output's gradient by it), both `[n, d_out]`.
+    fn linear_gelu_rows(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        derivative: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        generic::linear_gelu_rows::<Self>(x, w, b, derivative)
+    }
+
+    /// Multi-head self-attention read straight from the fused projection's rows:
+    /// `softmax(q kᵀ / √d_head) v` for every image and head, heads merged back into rows.
+    /// Returns the output rows and the attention probabilities (which the backward pass
+    /// needs).
+    ///
+    /// # Shapes
+    /// - qkv: `[batch * n, 3 * width]`: each image's n tokens contiguous; in each row the q,
+    ///   k and v thirds, each `heads` runs of `width / heads` channels
+    /// - output: `[batch * n, width]`; probabilities: `[batch, heads, n, n]`
+    fn attention_rows(
+        qkv: FloatTensor<Self>,
+        batch: usize,
+        heads: usize,
+    ) -> [FloatTensor<Self>; 2] {
+        generic::attention_rows::<Self>(qkv, batch, heads)
+    }
+
+    /// Gradient of [`Self::attention_rows`] with respect to `qkv` (`[batch * n, 3 * width]`),
+    /// from its input, its probabilities and the output's gradient `[batch * n, width]`.
+    fn attention_rows_backward(
+        qkv: FloatTensor<Self>,
+        probs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        generic::attention_rows_backward::<Self>(qkv, probs, grad, heads)
+    }
 }
 
 /// An autodiff backend whose inner backend is a [`Backend`] too: what training code takes.
@@ -127,6 +193,26 @@ pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 2> {
 /// [`Backend::gelu_exact`] on a tensor.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     float(B::gelu_exact(prim(x)))
+}
+
+/// [`Backend::linear_rows`] on tensors.
+pub fn linear_rows<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, b: Tensor<B, 1>) -> Tensor<B, 2> {
+    float(B::linear_rows(prim(x), prim(w), prim(b)))
+}
+
+/// [`Backend::linear_gelu_rows`] on tensors: `gelu(x · w + b)`.
+pub fn linear_gelu_rows<B: Backend>(
+    x: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    b: Tensor<B, 1>,
+) -> Tensor<B, 2> {
+    float(B::linear_gelu_rows(prim(x), prim(w), prim(b), false).0)
+}
+
+/// [`Backend::attention_rows`] on a tensor: the attention output rows.
+pub fn attention_rows<B: Backend>(qkv: Tensor<B, 2>, batch: usize, heads: usize) -> Tensor<B, 2> {
+    let [out, _] = B::attention_rows(prim(qkv), batch, heads);
+    float(out)
 }
 
 fn prim<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
@@ -192,6 +278,104 @@ pub mod generic {
         let x: Tensor<B, 4> = float(x);
         let [batch, heads, n, d_head] = x.dims();
         prim(x.swap_dims(1, 2).reshape([batch * n, heads * d_head]))
+    }
+
+    /// The linear layer's backward pass with burn's own operations.
+    pub fn linear_rows_backward<B: burn::tensor::backend::Backend>(
+        x: FloatTensor<B>,
+        w: FloatTensor<B>,
+        grad: FloatTensor<B>,
+        wanted: [bool; 3],
+    ) -> [Option<FloatTensor<B>>; 3] {
+        let [want_x, want_w, want_b] = wanted;
+        [
+            want_x.then(|| B::linear_x_backward(w, grad.clone())),
+            want_w.then(|| B::linear_weight_backward(x, grad.clone())),
+            want_b.then(|| B::linear_bias_backward(grad)),
+        ]
+    }
+
+    /// A linear layer and GELU as two operations, the derivative from GELU's backward pass
+    /// applied to ones.
+    pub fn linear_gelu_rows<B: super::Backend>(
+        x: FloatTensor<B>,
+        w: FloatTensor<B>,
+        b: FloatTensor<B>,
+        derivative: bool,
+    ) -> (FloatTensor<B>, Option<FloatTensor<B>>) {
+        let pre = B::linear_rows(x, w, b);
+        let out = B::gelu_exact(pre.clone());
+        let derivative = derivative.then(|| {
+            let ones = Tensor::<B, 2>::ones_like(&float(pre.clone()));
+            B::gelu_exact_backward(pre, prim(ones))
+        });
+        (out, derivative)
+    }
+
+    /// Attention written out in tensor operations: q, k and v as per-head views of the
+    /// fused rows, two batched products and a softmax over the last axis.
+    pub fn attention_rows<B: burn::tensor::backend::Backend>(
+        qkv: FloatTensor<B>,
+        batch: usize,
+        heads: usize,
+    ) -> [FloatTensor<B>; 2] {
+        let (q, k, v, rows, width) = split_qkv::<B>(qkv, batch, heads);
+        let d_head = width / heads;
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar((d_head as f64).powf(-0.5));
+        let probs = burn::tensor::activation::softmax(scores, 3);
+        let out = probs
+            .clone()
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([rows, width]);
+        [prim(out), prim(probs)]
+    }
+
+    /// The backward pass of [`attention_rows`]: with `P` the probabilities and `dO` the
+    /// output's gradient, `dV = Pᵀ dO`, `dS = P ∘ (dO vᵀ - rowsum(P ∘ dO vᵀ)) / √d_head`,
+    /// `dQ = dS k`, `dK = dSᵀ q`, laid out as the fused rows.
+    pub fn attention_rows_backward<B: burn::tensor::backend::Backend>(
+        qkv: FloatTensor<B>,
+        probs: FloatTensor<B>,
+        grad: FloatTensor<B>,
+        heads: usize,
+    ) -> FloatTensor<B> {
+        let probs: Tensor<B, 4> = float(probs);
+        let [batch, _, n, _] = probs.dims();
+        let (q, k, v, rows, width) = split_qkv::<B>(qkv, batch, heads);
+        let d_head = width / heads;
+        let grad: Tensor<B, 2> = float(grad);
+        let d_out = grad.reshape([batch, n, heads, d_head]).swap_dims(1, 2);
+        let dv = probs.clone().swap_dims(2, 3).matmul(d_out.clone());
+        let dp = d_out.matmul(v.swap_dims(2, 3));
+        let dot = (dp.clone() * probs.clone()).sum_dim(3);
+        let ds = (probs * (dp - dot)).mul_scalar((d_head as f64).powf(-0.5));
+        let dq = ds.clone().matmul(k);
+        let dk = ds.swap_dims(2, 3).matmul(q);
+        let to_rows = |t: Tensor<B, 4>| t.swap_dims(1, 2).reshape([rows, width]);
+        prim(Tensor::cat(vec![to_rows(dq), to_rows(dk), to_rows(dv)], 1))
+    }
+
+    /// q, k and v of fused rows as `[batch, heads, n, d_head]` tensors, with the row count
+    /// and width.
+    #[allow(clippy::type_complexity)]
+    fn split_qkv<B: burn::tensor::backend::Backend>(
+        qkv: FloatTensor<B>,
+        batch: usize,
+        heads: usize,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, usize, usize) {
+        let qkv: Tensor<B, 2> = float(qkv);
+        let [rows, three_width] = qkv.dims();
+        let width = three_width / 3;
+        let part = |i: usize| {
+            qkv.clone()
+                .narrow(1, i * width, width)
+                .reshape([batch, rows / batch, heads, width / heads])
+                .swap_dims(1, 2)
+        };
+        (part(0), part(1), part(2), rows, width)
     }
 
     /// Softmax backward from the output `y`: `y * (grad - Σ grad y)` per row.
@@ -326,6 +510,178 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
         saved_unary::<B, C>(x, B::gelu_exact, Keep::Input, B::gelu_exact_backward)
     }
+
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        /// Keeps x and w; the pre-activation too when GELU follows in the same node.
+        #[derive(Debug)]
+        struct LinearRows;
+
+        impl<B: Backend> Backward<B, 3> for LinearRows {
+            type State = LinearState<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let wanted = ops.parents.each_ref().map(Option::is_some);
+                let computed = ops.state.grads(grad, wanted);
+                for (node, g) in ops.parents.into_iter().zip(computed) {
+                    if let (Some(node), Some(g)) = (node, g) {
+                        grads.register::<B>(node.id, g);
+                    }
+                }
+            }
+        }
+
+        let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
+        match LinearRows.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = B::linear_rows(x.primitive.clone(), w.primitive.clone(), b.primitive);
+                let state = LinearState {
+                    x: x.primitive,
+                    w: w.primitive,
+                    gelu_derivative: None,
+                };
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::linear_rows(x.primitive, w.primitive, b.primitive))
+            }
+        }
+    }
+
+    fn linear_gelu_rows(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        _derivative: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        /// The derivative stays inside the node: gradients flow through the output.
+        #[derive(Debug)]
+        struct LinearGeluRows;
+
+        impl<B: Backend> Backward<B, 3> for LinearGeluRows {
+            type State = LinearState<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let wanted = ops.parents.each_ref().map(Option::is_some);
+                let computed = ops.state.grads(grad, wanted);
+                for (node, g) in ops.parents.into_iter().zip(computed) {
+                    if let (Some(node), Some(g)) = (node, g) {
+                        grads.register::<B>(node.id, g);
+                    }
+                }
+            }
+        }
+
+        let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
+        match LinearGeluRows
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (out, derivative) = B::linear_gelu_rows(
+                    x.primitive.clone(),
+                    w.primitive.clone(),
+                    b.primitive,
+                    true,
+                );
+                let state = LinearState {
+                    x: x.primitive,
+                    w: w.primitive,
+                    gelu_derivative: derivative,
+                };
+                (prep.finish(state, out), None)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (out, _) = B::linear_gelu_rows(x.primitive, w.primitive, b.primitive, false);
+                (prep.finish(out), None)
+            }
+        }
+    }
+
+    fn attention_rows(
+        qkv: FloatTensor<Self>,
+        batch: usize,
+        heads: usize,
+    ) -> [FloatTensor<Self>; 2] {
+        /// Keeps the fused rows and the probabilities.
+        #[derive(Debug)]
+        struct AttentionRows;
+
+        impl<B: Backend> Backward<B, 1> for AttentionRows {
+            type State = (FloatTensor<B>, FloatTensor<B>, usize);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let (qkv, probs, heads) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    B::attention_rows_backward(qkv, probs, grad, heads)
+                });
+            }
+        }
+
+        match AttentionRows
+            .prepare::<C>([qkv.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let [out, probs] = B::attention_rows(qkv.primitive.clone(), batch, heads);
+                let state = (qkv.primitive, probs.clone(), heads);
+                [prep.finish(state, out), untracked::<B, C>(probs)]
+            }
+            OpsKind::UnTracked(prep) => {
+                let [out, probs] = B::attention_rows(qkv.primitive, batch, heads);
+                [prep.finish(out), untracked::<B, C>(probs)]
+            }
+        }
+    }
+}
+
+/// What the backward pass of a linear node keeps: its input and weight, and GELU's
+/// derivative when a GELU was applied in the same node.
+#[derive(Debug, Clone)]
+struct LinearState<B: Backend> {
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    gelu_derivative: Option<FloatTensor<B>>,
+}
+
+impl<B: Backend> LinearState<B> {
+    /// The gradients of x, w and b (those `wanted`) from the output's gradient.
+    fn grads(self, grad: FloatTensor<B>, wanted: [bool; 3]) -> [Option<FloatTensor<B>>; 3] {
+        let grad = match self.gelu_derivative {
+            Some(derivative) => B::float_mul(grad, derivative),
+            None => grad,
+        };
+        B::linear_rows_backward(self.x, self.w, grad, wanted)
+    }
+}
+
+/// A tensor of the inner backend as an untracked autodiff leaf: it carries a value that
+/// gradients do not flow through (an operation's by-product, such as attention
+/// probabilities).
+fn untracked<B: Backend, C: CheckpointStrategy>(t: FloatTensor<B>) -> FloatTensor<Autodiff<B, C>> {
+    <Autodiff<B, C> as burn::tensor::backend::AutodiffBackend>::from_inner(t)
 }
 
 /// Which tensor a one-input operation keeps for its backward pass.
@@ -492,6 +848,71 @@ mod tests {
     }
 
     #[test]
+    fn fused_linear_layers_match_burns_linear() {
+        // The bias rides as a [1, d_out] row, as gamma does above.
+        let run = |t: &[Tensor<Ad, 2>], gelu_after: bool| {
+            let [_, d_out] = t[2].dims();
+            let b = t[2].clone().reshape([d_out]);
+            if gelu_after {
+                linear_gelu_rows(t[0].clone(), t[1].clone(), b)
+            } else {
+                linear_rows(t[0].clone(), t[1].clone(), b)
+            }
+        };
+        let reference = |t: &[Tensor<Ad, 2>], gelu_after: bool| {
+            let [_, d_out] = t[2].dims();
+            let y = burn::tensor::module::linear(
+                t[0].clone(),
+                t[1].clone(),
+                Some(t[2].clone().reshape([d_out])),
+            );
+            if gelu_after {
+                activation::gelu(y)
+            } else {
+                y
+            }
+        };
+        for (gelu_after, what) in [(false, "linear"), (true, "linear + gelu")] {
+            both(
+                [
+                    random([45, 24], 20),
+                    random([24, 40], 21),
+                    random([1, 40], 22),
+                ],
+                |t| run(t, gelu_after),
+                |t| reference(t, gelu_after),
+                what,
+            );
+        }
+    }
+
+    #[test]
+    fn fused_attention_matches_the_traced_decomposition() {
+        // 3 images of 7 tokens, 4 heads of 6 channels: qkv rows are [21, 3 * 24].
+        let (batch, heads) = (3, 4);
+        both(
+            [random([21, 72], 23)],
+            |t| attention_rows(t[0].clone(), batch, heads),
+            |t| {
+                let part = |i: usize| {
+                    t[0].clone()
+                        .narrow(1, i * 24, 24)
+                        .reshape([batch, 7, heads, 6])
+                        .swap_dims(1, 2)
+                };
+                let scores = part(0)
+                    .matmul(part(1).swap_dims(2, 3))
+                    .mul_scalar(6f64.powf(-0.5));
+                activation::softmax(scores, 3)
+                    .matmul(part(2))
+                    .swap_dims(1, 2)
+                    .reshape([21, 24])
+            },
+            "attention",
+        );
+    }
+
+    #[test]
     fn head_split_and_merge_move_values_and_gradients_exactly() {
         // 3 images of 5 tokens, 4 heads of 6 channels; merge also reads a transposed view.
         let rows = random::<2>([15, 24], 10).require_grad();
@@ -551,6 +972,41 @@ mod tests {
             gap(float::<Flex, 1>(db_b), float::<Flex, 1>(db_a)) <= 1e-5,
             "dbeta"
         );
+        let x = random::<2>([31, 12], 15).inner();
+        let w = random::<2>([12, 20], 16).inner();
+        let g = random::<2>([31, 20], 17).inner();
+        let a = generic::linear_rows_backward::<Flex>(
+            prim(x.clone()),
+            prim(w.clone()),
+            prim(g.clone()),
+            [true; 3],
+        );
+        let b = Flex::linear_rows_backward(prim(x), prim(w), prim(g), [true, false, true]);
+        assert!(b[1].is_none(), "an unwanted gradient was computed");
+        for i in [0, 2] {
+            let (got, want) = (b[i].clone().unwrap(), a[i].clone().unwrap());
+            let e = if i == 0 {
+                gap(float::<Flex, 2>(got), float::<Flex, 2>(want))
+            } else {
+                gap(float::<Flex, 1>(got), float::<Flex, 1>(want))
+            };
+            assert!(e <= 1e-5, "linear gradient {i}: {e}");
+        }
+        let qkv = random::<2>([10, 36], 18).inner();
+        let [out_a, probs_a] = generic::attention_rows::<Flex>(prim(qkv.clone()), 2, 3);
+        let [out_b, probs_b] = Flex::attention_rows(prim(qkv.clone()), 2, 3);
+        assert!(gap(float::<Flex, 2>(out_b), float::<Flex, 2>(out_a)) <= 1e-5);
+        let (probs_a, probs_b) = (float::<Flex, 4>(probs_a), float::<Flex, 4>(probs_b));
+        assert!(gap(probs_b.clone(), probs_a.clone()) <= 1e-5);
+        let g = random::<2>([10, 12], 19).inner();
+        let da = generic::attention_rows_backward::<Flex>(
+            prim(qkv.clone()),
+            prim(probs_a),
+            prim(g.clone()),
+            3,
+        );
+        let db = Flex::attention_rows_backward(prim(qkv), prim(probs_b), prim(g), 3);
+        assert!(gap(float::<Flex, 2>(db), float::<Flex, 2>(da)) <= 1e-5);
         let y = activation::softmax(random::<2>([29, 16], 9).inner(), 1);
         let a = generic::softmax_rows_backward::<Flex>(prim(y.clone()), prim(grad.clone()));
         let b = Flex::softmax_rows_backward(prim(y), prim(grad));

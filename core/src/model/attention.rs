@@ -1,4 +1,6 @@
-use crate::backend::{merge_heads, softmax_rows, split_heads, Backend};
+use crate::backend::{
+    attention_rows, linear_rows, merge_heads, softmax_rows, split_heads, Backend,
+};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
@@ -85,6 +87,21 @@ impl<B: Backend> Attention<B> {
     /// - rows: `[batch * n_tokens, d_model]`, the tokens of each image contiguous
     /// - output: `[batch * n_tokens, d_model]`
     pub(crate) fn forward_rows(&self, rows: Tensor<B, 2>, batch: usize) -> Tensor<B, 2> {
+        match (self.precision, &self.qkv.bias, &self.proj.bias) {
+            (Precision::F32, Some(qkv_bias), Some(proj_bias)) => {
+                // One product for q, k and v; attention reads the heads out of its rows and
+                // writes them back merged (see `crate::backend::Backend::attention_rows`).
+                let qkv = linear_rows(rows, self.qkv.weight.val(), qkv_bias.val());
+                let out = attention_rows(qkv, batch, self.n_heads);
+                linear_rows(out, self.proj.weight.val(), proj_bias.val())
+            }
+            _ => self.forward_rows_by_parts(rows, batch),
+        }
+    }
+
+    /// [`Self::forward_rows`] in separate tensor operations, with the products in
+    /// [`Self::precision`] (the mixed-precision path).
+    fn forward_rows_by_parts(&self, rows: Tensor<B, 2>, batch: usize) -> Tensor<B, 2> {
         let [n_rows, d_model] = rows.dims();
         let n_tokens = n_rows / batch;
         let d_head = d_model / self.n_heads;
@@ -104,9 +121,6 @@ impl<B: Backend> Attention<B> {
         };
         let (q, k, v) = (part(0), part(1), part(2));
 
-        // Scaled dot-product attention written out: on CPU backends it is faster than burn's
-        // fused `attention` forward and backward (which autodiff decomposes anyway). The
-        // softmax is the fused row operation of `crate::backend`.
         let scores = p
             .matmul(q, k.swap_dims(2, 3))
             .mul_scalar((d_head as f64).powf(-0.5)); // [batch, n_heads, n_tokens, n_tokens]

@@ -1,4 +1,4 @@
-use crate::backend::{gelu, layer_norm_rows, Backend};
+use crate::backend::{gelu, layer_norm_rows, linear_gelu_rows, linear_rows, Backend};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
@@ -53,8 +53,16 @@ impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// - rows: `[n_rows, d_model]` -> `[n_rows, d_model]`
     pub(crate) fn forward_rows(&self, rows: Tensor<B, 2>) -> Tensor<B, 2> {
-        let p = self.precision;
-        p.apply(&self.fc2, gelu(p.apply(&self.fc1, rows)))
+        match (self.precision, &self.fc1.bias, &self.fc2.bias) {
+            // Each layer one operation: the product with its bias (and GELU) applied in the
+            // same pass (see `crate::backend::Backend::linear_gelu_rows`).
+            (Precision::F32, Some(b1), Some(b2)) => linear_rows(
+                linear_gelu_rows(rows, self.fc1.weight.val(), b1.val()),
+                self.fc2.weight.val(),
+                b2.val(),
+            ),
+            (p, _, _) => p.apply(&self.fc2, gelu(p.apply(&self.fc1, rows))),
+        }
     }
 }
 

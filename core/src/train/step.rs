@@ -152,10 +152,14 @@ pub fn mae_gradients<B: AutodiffBackend>(
     (loss, grads)
 }
 
-/// Runs each job on a thread of its own; their results, in order.
+/// Runs each job on a thread of its own, its CPU products kept there
+/// ([`crate::backend::on_this_thread`]); their results, in order.
 fn on_threads<T: Send, F: FnOnce() -> T + Send>(jobs: Vec<F>) -> Vec<T> {
     std::thread::scope(|scope| {
-        let running: Vec<_> = jobs.into_iter().map(|job| scope.spawn(job)).collect();
+        let running: Vec<_> = jobs
+            .into_iter()
+            .map(|job| scope.spawn(|| crate::backend::on_this_thread(job)))
+            .collect();
         running
             .into_iter()
             .map(|job| job.join().expect("a shard's thread panicked"))
