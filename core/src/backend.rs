@@ -27,7 +27,7 @@ use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
 pub mod flex_kernels;
 mod flex_products;
 
-pub use flex_products::on_this_thread;
+pub use flex_kernels::on_this_thread;
 
 /// burn's backend trait plus fused row-wise LayerNorm, softmax and GELU (see the module
 /// documentation). Every method has a default body made of burn tensor operations.
@@ -872,17 +872,20 @@ mod tests {
                 y
             }
         };
-        for (gelu_after, what) in [(false, "linear"), (true, "linear + gelu")] {
-            both(
-                [
-                    random([45, 24], 20),
-                    random([24, 40], 21),
-                    random([1, 40], 22),
-                ],
-                |t| run(t, gelu_after),
-                |t| reference(t, gelu_after),
-                what,
-            );
+        // The larger size is split over threads where the build has them.
+        for (n, d_out) in [(45, 40), (300, 512)] {
+            for (gelu_after, what) in [(false, "linear"), (true, "linear + gelu")] {
+                both(
+                    [
+                        random([n, 24], 20),
+                        random([24, d_out], 21),
+                        random([1, d_out], 22),
+                    ],
+                    |t| run(t, gelu_after),
+                    |t| reference(t, gelu_after),
+                    what,
+                );
+            }
         }
     }
 
@@ -946,12 +949,12 @@ mod tests {
         assert_eq!(gap(m2, m1), 0.0);
     }
 
-    #[test]
-    fn default_bodies_match_the_cpu_kernels() {
-        // The bodies GPU backends run, evaluated on the CPU against burn-flex's kernels.
-        let x = random::<2>([29, 16], 6).inner();
-        let gamma = random::<1>([16], 7).inner();
-        let grad = random::<2>([29, 16], 8).inner();
+    /// The CPU kernels of LayerNorm's and a linear layer's backward passes against the
+    /// default bodies, on `n` rows of `d` values.
+    fn ln_and_linear_backward_match(n: usize, d: usize) {
+        let x = random::<2>([n, d], 6).inner();
+        let gamma = random::<1>([d], 7).inner();
+        let grad = random::<2>([n, d], 8).inner();
         let [dx_a, dg_a, db_a] = generic::ln_rows_backward::<Flex>(
             prim(x.clone()),
             prim(gamma.clone()),
@@ -972,9 +975,9 @@ mod tests {
             gap(float::<Flex, 1>(db_b), float::<Flex, 1>(db_a)) <= 1e-5,
             "dbeta"
         );
-        let x = random::<2>([31, 12], 15).inner();
-        let w = random::<2>([12, 20], 16).inner();
-        let g = random::<2>([31, 20], 17).inner();
+        let x = random::<2>([n, 12], 15).inner();
+        let w = random::<2>([12, d], 16).inner();
+        let g = random::<2>([n, d], 17).inner();
         let a = generic::linear_rows_backward::<Flex>(
             prim(x.clone()),
             prim(w.clone()),
@@ -992,6 +995,16 @@ mod tests {
             };
             assert!(e <= 1e-5, "linear gradient {i}: {e}");
         }
+    }
+
+    #[test]
+    fn default_bodies_match_the_cpu_kernels() {
+        // The bodies GPU backends run, evaluated on the CPU against burn-flex's kernels; the
+        // larger sizes are split over threads where the build has them.
+        for (n, d) in [(29, 16), (300, 512)] {
+            ln_and_linear_backward_match(n, d);
+        }
+        let grad = random::<2>([29, 16], 8).inner();
         let qkv = random::<2>([10, 36], 18).inner();
         let [out_a, probs_a] = generic::attention_rows::<Flex>(prim(qkv.clone()), 2, 3);
         let [out_b, probs_b] = Flex::attention_rows(prim(qkv.clone()), 2, 3);

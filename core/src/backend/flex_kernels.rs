@@ -14,6 +14,7 @@ use burn::backend::Flex;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorData;
 use burn_flex::FlexTensor;
+use std::mem::MaybeUninit;
 
 use super::{flex_products, generic, Backend};
 
@@ -61,17 +62,7 @@ impl Backend for Flex {
         let d = gs.len();
         let n = xs.len() / d;
         let mut dx = vec![0f32; xs.len()];
-        let mut dgamma = vec![0f32; d];
-        let mut dbeta = vec![0f32; d];
-        dispatch!(ln_backward_rows(
-            xs,
-            gs,
-            dys,
-            eps as f32,
-            &mut dx,
-            &mut dgamma,
-            &mut dbeta
-        ));
+        let (dgamma, dbeta) = ln_backward(xs, gs, dys, eps as f32, &mut dx);
         [
             tensor(dx, vec![n, d]),
             tensor(dgamma, vec![d]),
@@ -217,6 +208,8 @@ impl Backend for Flex {
 /// The loops as plain functions, inlined into both the baseline and the AVX2 entry points.
 /// Slices are walked with iterators (no bounds checks) so that the compiler vectorises them.
 mod loops {
+    use std::mem::MaybeUninit;
+
     use super::{
         cdf_and_density, exp_f32, gelu_f32, gelu_grad_f32, lane_dot, lane_max, lane_sum, mean_rstd,
     };
@@ -309,10 +302,10 @@ mod loops {
     }
 
     #[inline(always)]
-    pub fn gelu_and_derivative(xs: &mut [f32], out: &mut [f32]) {
+    pub fn gelu_and_derivative(xs: &mut [f32], out: &mut [MaybeUninit<f32>]) {
         for (x, o) in xs.iter_mut().zip(out.iter_mut()) {
             let (cdf, density) = cdf_and_density(*x);
-            *o = *x * cdf;
+            o.write(*x * cdf);
             *x = cdf + *x * density;
         }
     }
@@ -335,6 +328,8 @@ mod loops {
 /// [`loops`] compiled with AVX2 and FMA enabled (8 lanes and fused multiply-adds).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use std::mem::MaybeUninit;
+
     macro_rules! with_avx2 {
         ($(fn $name:ident($($arg:ident: $ty:ty),*);)*) => {$(
             #[target_feature(enable = "avx2,fma")]
@@ -355,8 +350,84 @@ mod avx2 {
         fn softmax_grad_in_place(ys: &[f32], dys: &mut [f32], d: usize, scale: f32);
         fn column_sums(xs: &[f32], d: usize, out: &mut [f32]);
         fn gelu_in_place(xs: &mut [f32]);
-        fn gelu_and_derivative(xs: &mut [f32], out: &mut [f32]);
+        fn gelu_and_derivative(xs: &mut [f32], out: &mut [MaybeUninit<f32>]);
     }
+}
+
+std::thread_local! {
+    /// Set on threads that run one of several shards of a step (see [`on_this_thread`]).
+    static ON_THIS_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `job` with the fused CPU operations kept on the calling thread (no fan-out to the
+/// thread pool). For jobs that already run side by side on threads of their own, one per
+/// core, as the shards of a training step do: fanning each product out again only adds
+/// hand-offs between the same cores.
+pub fn on_this_thread<T>(job: impl FnOnce() -> T) -> T {
+    let before = ON_THIS_THREAD.with(|flag| flag.replace(true));
+    let out = job();
+    ON_THIS_THREAD.with(|flag| flag.set(before));
+    out
+}
+
+/// Whether CPU kernels may hand work to the thread pool here.
+pub(super) fn fan_out() -> bool {
+    cfg!(feature = "rayon") && !ON_THIS_THREAD.with(|flag| flag.get())
+}
+
+/// Values per piece when an element-wise loop is split over threads.
+const PIECE: usize = 1 << 16;
+
+/// Whether a loop over `len` values is split over threads.
+fn in_pieces(len: usize) -> bool {
+    fan_out() && len >= 2 * PIECE
+}
+
+/// Whole rows of `d` values, about [`PIECE`] values.
+fn piece_of_rows(d: usize) -> usize {
+    (PIECE / d).max(1) * d
+}
+
+/// LayerNorm backward into `dx`; returns the gradients of gamma and beta.
+fn ln_backward(
+    xs: &[f32],
+    gamma: &[f32],
+    dys: &[f32],
+    eps: f32,
+    dx: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let d = gamma.len();
+    let piece = |xs: &[f32], dys: &[f32], dx: &mut [f32]| {
+        let (mut dgamma, mut dbeta) = (vec![0f32; d], vec![0f32; d]);
+        dispatch!(ln_backward_rows(
+            xs,
+            gamma,
+            dys,
+            eps,
+            dx,
+            &mut dgamma,
+            &mut dbeta
+        ));
+        (dgamma, dbeta)
+    };
+    #[cfg(feature = "rayon")]
+    if in_pieces(xs.len()) {
+        use rayon::prelude::*;
+        let rows = piece_of_rows(d);
+        let partial: Vec<(Vec<f32>, Vec<f32>)> = xs
+            .par_chunks(rows)
+            .zip(dys.par_chunks(rows))
+            .zip(dx.par_chunks_mut(rows))
+            .map(|((x, dy), dx)| piece(x, dy, dx))
+            .collect();
+        let (mut dgamma, mut dbeta) = (vec![0f32; d], vec![0f32; d]);
+        for (dg, db) in partial {
+            dgamma.iter_mut().zip(dg).for_each(|(o, v)| *o += v);
+            dbeta.iter_mut().zip(db).for_each(|(o, v)| *o += v);
+        }
+        return (dgamma, dbeta);
+    }
+    piece(xs, dys, dx)
 }
 
 /// Softmax of each row of `d` values, in place.
@@ -371,16 +442,49 @@ pub(super) fn softmax_grad_in_place(ys: &[f32], dys: &mut [f32], d: usize, scale
 
 /// Adds the sum of the rows of `xs` (rows of `d` values) to `out`.
 pub(super) fn column_sums(xs: &[f32], d: usize, out: &mut [f32]) {
+    #[cfg(feature = "rayon")]
+    if in_pieces(xs.len()) {
+        use rayon::prelude::*;
+        let partial: Vec<Vec<f32>> = xs
+            .par_chunks(piece_of_rows(d))
+            .map(|piece| {
+                let mut sums = vec![0f32; d];
+                dispatch!(column_sums(piece, d, &mut sums));
+                sums
+            })
+            .collect();
+        for sums in partial {
+            out.iter_mut().zip(sums).for_each(|(o, s)| *o += s);
+        }
+        return;
+    }
     dispatch!(column_sums(xs, d, out))
 }
 
 /// GELU of each value of `xs`, in place.
 pub(super) fn gelu_in_place(xs: &mut [f32]) {
+    #[cfg(feature = "rayon")]
+    if in_pieces(xs.len()) {
+        use rayon::prelude::*;
+        xs.par_chunks_mut(PIECE)
+            .for_each(|piece| dispatch!(gelu_in_place(piece)));
+        return;
+    }
     dispatch!(gelu_in_place(xs))
 }
 
-/// GELU of each value of `xs` into `out`, and GELU's derivative at it in place of it.
-pub(super) fn gelu_and_derivative(xs: &mut [f32], out: &mut [f32]) {
+/// GELU of each value of `xs` into `out` (written in full), and GELU's derivative at it in
+/// place of it.
+pub(super) fn gelu_and_derivative(xs: &mut [f32], out: &mut [MaybeUninit<f32>]) {
+    assert_eq!(xs.len(), out.len());
+    #[cfg(feature = "rayon")]
+    if in_pieces(xs.len()) {
+        use rayon::prelude::*;
+        xs.par_chunks_mut(PIECE)
+            .zip(out.par_chunks_mut(PIECE))
+            .for_each(|(x, o)| dispatch!(gelu_and_derivative(x, o)));
+        return;
+    }
     dispatch!(gelu_and_derivative(xs, out))
 }
 

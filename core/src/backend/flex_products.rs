@@ -19,7 +19,8 @@ use burn_flex::FlexTensor;
 use gemm::Parallelism;
 
 use super::flex_kernels::{
-    column_sums, gelu_and_derivative, gelu_in_place, softmax_grad_in_place, softmax_rows_in_place,
+    column_sums, fan_out, gelu_and_derivative, gelu_in_place, softmax_grad_in_place,
+    softmax_rows_in_place,
 };
 use super::generic;
 use burn::backend::Flex;
@@ -76,26 +77,6 @@ impl Out {
 /// Products of at least this many multiply-adds are split over threads by gemm itself
 /// (burn-flex's threshold).
 const PARALLEL_MACS: usize = 192 * 192 * 192;
-
-std::thread_local! {
-    /// Set on threads that run one of several shards of a step (see [`on_this_thread`]).
-    static ON_THIS_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `job` with the fused CPU operations kept on the calling thread (no fan-out to the
-/// thread pool). For jobs that already run side by side on threads of their own, one per
-/// core, as the shards of a training step do: fanning each product out again only adds
-/// hand-offs between the same cores.
-pub fn on_this_thread<T>(job: impl FnOnce() -> T) -> T {
-    let before = ON_THIS_THREAD.with(|flag| flag.replace(true));
-    let out = job();
-    ON_THIS_THREAD.with(|flag| flag.set(before));
-    out
-}
-
-fn fan_out() -> bool {
-    cfg!(feature = "rayon") && !ON_THIS_THREAD.with(|flag| flag.get())
-}
 
 fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
     #[cfg(feature = "rayon")]
@@ -160,6 +141,19 @@ fn for_each_task(count: usize, task: impl Fn(usize) + Sync + Send) {
         return;
     }
     (0..count).for_each(task);
+}
+
+/// A buffer of `len` values written by `fill` through the pointer it is given, without being
+/// zeroed first (large zeroed allocations cost a pass over memory of their own).
+///
+/// # Safety
+/// `fill` must write all `len` values.
+unsafe fn written_by(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
+    let mut values = Vec::with_capacity(len);
+    fill(values.as_mut_ptr());
+    // SAFETY: the caller's `fill` initialised all `len` values.
+    unsafe { values.set_len(len) };
+    values
 }
 
 fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
@@ -233,8 +227,10 @@ pub(super) fn linear_gelu_rows(
     let d_out = f32s(&bc).len();
     let shape = vec![pre.len() / d_out, d_out];
     if derivative {
-        let mut out = vec![0f32; pre.len()];
-        gelu_and_derivative(&mut pre, &mut out);
+        let mut out = Vec::with_capacity(pre.len());
+        gelu_and_derivative(&mut pre, &mut out.spare_capacity_mut()[..shape[0] * d_out]);
+        // SAFETY: `gelu_and_derivative` wrote every value of `out`.
+        unsafe { out.set_len(shape[0] * d_out) };
         (tensor(out, shape.clone()), Some(tensor(pre, shape)))
     } else {
         gelu_in_place(&mut pre);
@@ -253,44 +249,46 @@ pub(super) fn linear_rows_backward(
     let (d_in, d_out) = (wc.layout().shape()[0], wc.layout().shape()[1]);
     let n = xs.len() / d_in;
     let [want_x, want_w, want_b] = wanted;
+    // SAFETY (both products): the operands lie in their buffers, and a product that does not
+    // accumulate writes all of its destination.
     let dx = want_x.then(|| {
-        let mut dx = vec![0f32; n * d_in];
-        // dx = grad · wᵀ
-        // SAFETY: grad is [n, d_out], w [d_in, d_out] read transposed, dx [n, d_in].
-        unsafe {
-            product(
-                n,
-                d_in,
-                d_out,
-                dx.as_mut_ptr(),
-                d_in,
-                false,
-                Mat::rows(gs, 0, d_out),
-                Mat::rows(ws, 0, d_out).t(),
-                1.0,
-                parallelism(n, d_in, d_out),
-            );
-        }
+        // dx = grad · wᵀ: grad is [n, d_out], w [d_in, d_out] read transposed, dx [n, d_in].
+        let dx = unsafe {
+            written_by(n * d_in, |dx| {
+                product(
+                    n,
+                    d_in,
+                    d_out,
+                    dx,
+                    d_in,
+                    false,
+                    Mat::rows(gs, 0, d_out),
+                    Mat::rows(ws, 0, d_out).t(),
+                    1.0,
+                    parallelism(n, d_in, d_out),
+                )
+            })
+        };
         tensor(dx, vec![n, d_in])
     });
     let dw = want_w.then(|| {
-        let mut dw = vec![0f32; d_in * d_out];
-        // dw = xᵀ · grad
-        // SAFETY: x is [n, d_in] read transposed, grad [n, d_out], dw [d_in, d_out].
-        unsafe {
-            product(
-                d_in,
-                d_out,
-                n,
-                dw.as_mut_ptr(),
-                d_out,
-                false,
-                Mat::rows(xs, 0, d_in).t(),
-                Mat::rows(gs, 0, d_out),
-                1.0,
-                parallelism(d_in, d_out, n),
-            );
-        }
+        // dw = xᵀ · grad: x is [n, d_in] read transposed, grad [n, d_out], dw [d_in, d_out].
+        let dw = unsafe {
+            written_by(d_in * d_out, |dw| {
+                product(
+                    d_in,
+                    d_out,
+                    n,
+                    dw,
+                    d_out,
+                    false,
+                    Mat::rows(xs, 0, d_in).t(),
+                    Mat::rows(gs, 0, d_out),
+                    1.0,
+                    parallelism(d_in, d_out, n),
+                )
+            })
+        };
         tensor(dw, vec![d_in, d_out])
     });
     let db = want_b.then(|| {
@@ -348,8 +346,9 @@ pub(super) fn attention_rows(qkv: FlexTensor, batch: usize, heads: usize) -> [Fl
     let (rows, three_width) = (qkv_c.layout().shape()[0], qkv_c.layout().shape()[1]);
     let h = Heads::new(rows, three_width, batch, heads);
     let (n, dh, w) = (h.n, h.d_head, h.width);
-    let mut out = vec![0f32; rows * w];
-    let mut probs = vec![0f32; batch * heads * n * n];
+    let (out_len, probs_len) = (rows * w, batch * heads * n * n);
+    let mut out = Vec::with_capacity(out_len);
+    let mut probs = Vec::with_capacity(probs_len);
     let (out_ptr, probs_ptr) = (Out(out.as_mut_ptr()), Out(probs.as_mut_ptr()));
     for_each_task(batch * heads, |task| {
         let (at_in, at_out) = h.offsets(task);
@@ -371,6 +370,12 @@ pub(super) fn attention_rows(qkv: FlexTensor, batch: usize, heads: usize) -> [Fl
             product(n, dh, n, o, w, false, p, v, 1.0, Parallelism::None);
         }
     });
+    // SAFETY: the tasks wrote every value of both (the blocks and column runs of all
+    // (image, head) pairs tile them); products that do not accumulate write all they cover.
+    unsafe {
+        out.set_len(out_len);
+        probs.set_len(probs_len);
+    }
     [
         tensor(out, vec![rows, w]),
         tensor(probs, vec![batch, heads, n, n]),
@@ -392,7 +397,7 @@ pub(super) fn attention_rows_backward(
     let batch = probs_c.layout().shape()[0];
     let h = Heads::new(rows, three_width, batch, heads);
     let (n, dh, w) = (h.n, h.d_head, h.width);
-    let mut dqkv = vec![0f32; rows * three_width];
+    let mut dqkv = Vec::with_capacity(rows * three_width);
     let d_ptr = Out(dqkv.as_mut_ptr());
     for_each_task(batch * heads, |task| {
         let (at_in, at_out) = h.offsets(task);
@@ -402,17 +407,19 @@ pub(super) fn attention_rows_backward(
         let p_vals = &ps[task * n * n..(task + 1) * n * n];
         let p = Mat::rows(p_vals, 0, n);
         let d_out = Mat::rows(gs, at_out, w);
-        let mut ds = vec![0f32; n * n];
+        let none = Parallelism::None;
         // SAFETY: task `task` alone writes its image's rows of its head's q, k and v
-        // columns of dqkv; every operand lies in its buffer.
+        // columns of dqkv; every operand lies in its buffer; products that do not accumulate
+        // write all they cover.
         unsafe {
             let dq = d_ptr.at(at_in);
             let (dk, dv) = (dq.add(w), dq.add(2 * w));
-            let none = Parallelism::None;
             // dv = pᵀ · d_out
             product(n, dh, n, dv, 3 * w, false, p.t(), d_out, 1.0, none);
             // dp = d_out · vᵀ, then ds = scale * p ∘ (dp - rowsum(p ∘ dp))
-            product(n, n, dh, ds.as_mut_ptr(), n, false, d_out, v.t(), 1.0, none);
+            let mut ds = written_by(n * n, |ds| {
+                product(n, n, dh, ds, n, false, d_out, v.t(), 1.0, none)
+            });
             softmax_grad_in_place(p_vals, &mut ds, n, h.scale);
             let ds = Mat::rows(&ds, 0, n);
             // dq = ds · k, dk = dsᵀ · q
@@ -420,5 +427,7 @@ pub(super) fn attention_rows_backward(
             product(n, dh, n, dk, 3 * w, false, ds.t(), q, 1.0, none);
         }
     });
+    // SAFETY: the dq, dk and dv column runs of all (image, head) pairs tile dqkv.
+    unsafe { dqkv.set_len(rows * three_width) };
     tensor(dqkv, vec![rows, three_width])
 }
