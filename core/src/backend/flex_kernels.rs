@@ -371,19 +371,23 @@ pub fn on_this_thread<T>(job: impl FnOnce() -> T) -> T {
 }
 
 /// Whether CPU kernels may hand work to the thread pool here.
+#[cfg(feature = "rayon")]
 pub(super) fn fan_out() -> bool {
-    cfg!(feature = "rayon") && !ON_THIS_THREAD.with(|flag| flag.get())
+    !ON_THIS_THREAD.with(|flag| flag.get())
 }
 
 /// Values per piece when an element-wise loop is split over threads.
+#[cfg(feature = "rayon")]
 const PIECE: usize = 1 << 16;
 
 /// Whether a loop over `len` values is split over threads.
+#[cfg(feature = "rayon")]
 fn in_pieces(len: usize) -> bool {
     fan_out() && len >= 2 * PIECE
 }
 
 /// Whole rows of `d` values, about [`PIECE`] values.
+#[cfg(feature = "rayon")]
 fn piece_of_rows(d: usize) -> usize {
     (PIECE / d).max(1) * d
 }

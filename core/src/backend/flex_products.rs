@@ -18,9 +18,10 @@
 use burn_flex::FlexTensor;
 use gemm::Parallelism;
 
+#[cfg(feature = "rayon")]
+use super::flex_kernels::fan_out;
 use super::flex_kernels::{
-    column_sums, fan_out, gelu_and_derivative, gelu_in_place, softmax_grad_in_place,
-    softmax_rows_in_place,
+    column_sums, gelu_and_derivative, gelu_in_place, softmax_grad_in_place, softmax_rows_in_place,
 };
 use super::generic;
 use burn::backend::Flex;
