@@ -561,9 +561,10 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
-        _derivative: bool,
+        derivative: bool,
     ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
-        /// The derivative stays inside the node: gradients flow through the output.
+        /// Keeps x, w and GELU's derivative; the derivative handed back is an untracked
+        /// by-product (gradients flow through the output).
         #[derive(Debug)]
         struct LinearGeluRows;
 
@@ -587,6 +588,7 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
             }
         }
 
+        let want_derivative = derivative;
         let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
         match LinearGeluRows
             .prepare::<C>(nodes)
@@ -600,16 +602,21 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
                     b.primitive,
                     true,
                 );
+                let given = derivative
+                    .clone()
+                    .filter(|_| want_derivative)
+                    .map(untracked::<B, C>);
                 let state = LinearState {
                     x: x.primitive,
                     w: w.primitive,
                     gelu_derivative: derivative,
                 };
-                (prep.finish(state, out), None)
+                (prep.finish(state, out), given)
             }
             OpsKind::UnTracked(prep) => {
-                let (out, _) = B::linear_gelu_rows(x.primitive, w.primitive, b.primitive, false);
-                (prep.finish(out), None)
+                let (out, given) =
+                    B::linear_gelu_rows(x.primitive, w.primitive, b.primitive, want_derivative);
+                (prep.finish(out), given.map(untracked::<B, C>))
             }
         }
     }
@@ -872,13 +879,14 @@ mod tests {
                 y
             }
         };
-        // The larger size is split over threads where the build has them.
-        for (n, d_out) in [(45, 40), (300, 512)] {
+        // The larger size is split over threads where the build has them (its products are
+        // over gemm's threshold for threads too).
+        for (n, d_in, d_out) in [(45, 24, 40), (300, 64, 512)] {
             for (gelu_after, what) in [(false, "linear"), (true, "linear + gelu")] {
                 both(
                     [
-                        random([n, 24], 20),
-                        random([24, d_out], 21),
+                        random([n, d_in], 20),
+                        random([d_in, d_out], 21),
                         random([1, d_out], 22),
                     ],
                     |t| run(t, gelu_after),
@@ -913,6 +921,14 @@ mod tests {
             },
             "attention",
         );
+    }
+
+    #[test]
+    #[should_panic(expected = "do not split")]
+    fn attention_refuses_rows_its_heads_do_not_tile() {
+        // Width 10 in 3 heads: the kernel would leave columns unwritten, so it stops.
+        let qkv = random::<2>([8, 30], 24).inner();
+        let _ = attention_rows(qkv, 2, 3);
     }
 
     #[test]

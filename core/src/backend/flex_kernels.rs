@@ -364,10 +364,15 @@ std::thread_local! {
 /// core, as the shards of a training step do: fanning each product out again only adds
 /// hand-offs between the same cores.
 pub fn on_this_thread<T>(job: impl FnOnce() -> T) -> T {
-    let before = ON_THIS_THREAD.with(|flag| flag.replace(true));
-    let out = job();
-    ON_THIS_THREAD.with(|flag| flag.set(before));
-    out
+    /// Restores the flag when the job ends, by return or by panic.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ON_THIS_THREAD.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore = Restore(ON_THIS_THREAD.with(|flag| flag.replace(true)));
+    job()
 }
 
 /// Whether CPU kernels may hand work to the thread pool here.

@@ -171,11 +171,36 @@ fn f32s(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("checked by `values`")
 }
 
-/// `x · w + b` into a new `[n, d_out]` buffer: the bias rows first, the product added onto
-/// them.
-fn linear_values(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
-    let (d_in, d_out) = (w.len() / b.len(), b.len());
-    let n = x.len() / d_in;
+/// `[n, d_in, d_out]` of a linear layer's input `[n, d_in]` and weight `[d_in, d_out]`, with
+/// the other operands' shapes checked against them (`grad_or_bias`: the bias `[d_out]` or the
+/// output's gradient `[n, d_out]`). The kernels address memory by these sizes, so a mismatch
+/// must stop here.
+fn linear_sizes(x: &FlexTensor, w: &FlexTensor, grad_or_bias: &FlexTensor) -> [usize; 3] {
+    let (xs, ws, gs) = (
+        x.layout().shape(),
+        w.layout().shape(),
+        grad_or_bias.layout().shape(),
+    );
+    assert!(
+        xs.num_dims() == 2 && ws.num_dims() == 2 && xs[1] == ws[0],
+        "linear_rows: input {xs:?} and weight {ws:?} do not fit"
+    );
+    let [n, d_in, d_out] = [xs[0], xs[1], ws[1]];
+    let fits = match gs.num_dims() {
+        1 => gs[0] == d_out,
+        2 => gs[0] == n && gs[1] == d_out,
+        _ => false,
+    };
+    assert!(
+        fits,
+        "linear_rows: {gs:?} does not fit output [{n}, {d_out}]"
+    );
+    [n, d_in, d_out]
+}
+
+/// `x · w + b` (`[n, d_in]`, `[d_in, d_out]`, `[d_out]`) into a new `[n, d_out]` buffer:
+/// the bias rows first, the product added onto them.
+fn linear_values(x: &[f32], w: &[f32], b: &[f32], [n, d_in, d_out]: [usize; 3]) -> Vec<f32> {
     let mut out = Vec::with_capacity(n * d_out);
     for _ in 0..n {
         out.extend_from_slice(b);
@@ -207,10 +232,9 @@ pub(super) fn linear_rows(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTe
     let (Some(xc), Some(wc), Some(bc)) = (values(&x), values(&w), values(&b)) else {
         return burn_linear(x, w, b);
     };
-    let out = linear_values(f32s(&xc), f32s(&wc), f32s(&bc));
-    let d_out = f32s(&bc).len();
-    let n = out.len() / d_out;
-    tensor(out, vec![n, d_out])
+    let sizes = linear_sizes(&xc, &wc, &bc);
+    let out = linear_values(f32s(&xc), f32s(&wc), f32s(&bc), sizes);
+    tensor(out, vec![sizes[0], sizes[2]])
 }
 
 pub(super) fn linear_gelu_rows(
@@ -224,14 +248,15 @@ pub(super) fn linear_gelu_rows(
     };
     // The product's buffer becomes the output, or (when the derivative is wanted) the
     // derivative, with the output in a second buffer: one pass either way.
-    let mut pre = linear_values(f32s(&xc), f32s(&wc), f32s(&bc));
-    let d_out = f32s(&bc).len();
-    let shape = vec![pre.len() / d_out, d_out];
+    let sizes = linear_sizes(&xc, &wc, &bc);
+    let mut pre = linear_values(f32s(&xc), f32s(&wc), f32s(&bc), sizes);
+    let (n, d_out) = (sizes[0], sizes[2]);
+    let shape = vec![n, d_out];
     if derivative {
         let mut out = Vec::with_capacity(pre.len());
-        gelu_and_derivative(&mut pre, &mut out.spare_capacity_mut()[..shape[0] * d_out]);
+        gelu_and_derivative(&mut pre, &mut out.spare_capacity_mut()[..n * d_out]);
         // SAFETY: `gelu_and_derivative` wrote every value of `out`.
-        unsafe { out.set_len(shape[0] * d_out) };
+        unsafe { out.set_len(n * d_out) };
         (tensor(out, shape.clone()), Some(tensor(pre, shape)))
     } else {
         gelu_in_place(&mut pre);
@@ -247,8 +272,7 @@ pub(super) fn linear_rows_backward(
 ) -> Option<[Option<FlexTensor>; 3]> {
     let (xc, wc, gc) = (values(&x)?, values(&w)?, values(&grad)?);
     let (xs, ws, gs) = (f32s(&xc), f32s(&wc), f32s(&gc));
-    let (d_in, d_out) = (wc.layout().shape()[0], wc.layout().shape()[1]);
-    let n = xs.len() / d_in;
+    let [n, d_in, d_out] = linear_sizes(&xc, &wc, &gc);
     let [want_x, want_w, want_b] = wanted;
     // SAFETY (both products): the operands lie in their buffers, and a product that does not
     // accumulate writes all of its destination.
@@ -314,7 +338,20 @@ struct Heads {
 }
 
 impl Heads {
-    fn new(rows: usize, three_width: usize, batch: usize, heads: usize) -> Heads {
+    /// The sizes of fused rows `qkv` (`[batch * n, 3 * width]`), checked: the kernels address
+    /// memory by them, so rows or columns they would not tile must stop here.
+    fn new(qkv: &FlexTensor, batch: usize, heads: usize) -> Heads {
+        let shape = qkv.layout().shape();
+        assert!(
+            shape.num_dims() == 2,
+            "attention_rows: qkv must be rows, got {shape:?}"
+        );
+        let (rows, three_width) = (shape[0], shape[1]);
+        assert!(
+            batch > 0 && rows % batch == 0 && heads > 0 && three_width % (3 * heads) == 0,
+            "attention_rows: {rows} x {three_width} qkv rows do not split into {batch} images \
+             and 3 x {heads} heads"
+        );
         let width = three_width / 3;
         let d_head = width / heads;
         Heads {
@@ -344,9 +381,9 @@ pub(super) fn attention_rows(qkv: FlexTensor, batch: usize, heads: usize) -> [Fl
         return generic::attention_rows::<Flex>(qkv, batch, heads);
     };
     let src = f32s(&qkv_c);
-    let (rows, three_width) = (qkv_c.layout().shape()[0], qkv_c.layout().shape()[1]);
-    let h = Heads::new(rows, three_width, batch, heads);
+    let h = Heads::new(&qkv_c, batch, heads);
     let (n, dh, w) = (h.n, h.d_head, h.width);
+    let rows = batch * n;
     let (out_len, probs_len) = (rows * w, batch * heads * n * n);
     let mut out = Vec::with_capacity(out_len);
     let mut probs = Vec::with_capacity(probs_len);
@@ -394,10 +431,18 @@ pub(super) fn attention_rows_backward(
         return generic::attention_rows_backward::<Flex>(qkv, probs, grad, heads);
     };
     let (src, ps, gs) = (f32s(&qkv_c), f32s(&probs_c), f32s(&grad_c));
-    let (rows, three_width) = (qkv_c.layout().shape()[0], qkv_c.layout().shape()[1]);
     let batch = probs_c.layout().shape()[0];
-    let h = Heads::new(rows, three_width, batch, heads);
+    let h = Heads::new(&qkv_c, batch, heads);
     let (n, dh, w) = (h.n, h.d_head, h.width);
+    let (rows, three_width) = (batch * n, 3 * w);
+    assert!(
+        probs_c.layout().shape().to_vec() == [batch, heads, n, n]
+            && grad_c.layout().shape().to_vec() == [rows, w],
+        "attention_rows_backward: probabilities {:?} or gradient {:?} do not fit qkv rows \
+         [{rows}, {three_width}]",
+        probs_c.layout().shape(),
+        grad_c.layout().shape()
+    );
     let mut dqkv = Vec::with_capacity(rows * three_width);
     let d_ptr = Out(dqkv.as_mut_ptr());
     for_each_task(batch * heads, |task| {
