@@ -73,6 +73,10 @@
 //! 48. `finetune --max-steps 0` is refused before a run directory is made;
 //! 49. `finetune` on a folder tree whose test split has other classes than train is refused
 //!     before training.
+//! 50. `--shards 0` is refused by `finetune`, `pretrain` and `bench`;
+//! 51. `--precision f16` and unknown precisions are refused, from flags and config files;
+//! 52. `pretrain --mask-ratio 0` (masks no patch, so the loss stays 0) is refused before a
+//!     run directory is made.
 
 use std::path::{Path, PathBuf};
 
@@ -1761,4 +1765,30 @@ fn case_51_unsupported_precisions_are_refused_up_front() {
         &["--precision", "loss scaling"],
     );
     assert!(!out.exists(), "config file: nothing is written");
+}
+
+#[test]
+fn case_52_a_mask_ratio_that_masks_nothing_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // Any positive ratio masks at least one patch (MAE keeps int(n * (1 - ratio))); 0 none.
+    for ratio in ["0", "0.0"] {
+        fails(
+            &[
+                "pretrain",
+                "--data",
+                s(dir.path()),
+                "--model",
+                "vit_toy_patch8_32",
+                "--mask-ratio",
+                ratio,
+                "--out",
+                s(&out),
+                "--device",
+                "cpu",
+            ],
+            &["--mask-ratio", "masks none of the 16 patches"],
+        );
+        assert!(!out.exists(), "mask ratio {ratio}: nothing is written");
+    }
 }

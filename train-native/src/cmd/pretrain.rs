@@ -259,6 +259,15 @@ fn mae_config(args: &Args) -> Result<(String, MaeConfig)> {
     }
     mae.validate()
         .context("--mask-ratio / --decoder-dim / --decoder-depth / --decoder-heads")?;
+    let n_patches = mae.encoder.n_patches();
+    if mae.len_keep() == n_patches {
+        bail!(
+            "--mask-ratio {}: masks none of the {n_patches} patches, and MAE's loss is taken over \
+             the masked patches only, so it would stay 0 and nothing would train; use a ratio \
+             that masks at least one patch (MAE's is 0.75)",
+            mae.mask_ratio
+        );
+    }
     Ok((name, mae))
 }
 
