@@ -76,7 +76,9 @@
 //! 50. `--shards 0` is refused by `finetune`, `pretrain` and `bench`;
 //! 51. `--precision f16` and unknown precisions are refused, from flags and config files;
 //! 52. `pretrain --mask-ratio 0` (masks no patch, so the loss stays 0) is refused before a
-//!     run directory is made.
+//!     run directory is made;
+//! 53. `finetune --batch` larger than the training set, with more shards than images: trains
+//!     on the whole set each step and says so.
 
 use std::path::{Path, PathBuf};
 
@@ -1791,4 +1793,46 @@ fn case_52_a_mask_ratio_that_masks_nothing_is_refused_up_front() {
         );
         assert!(!out.exists(), "mask ratio {ratio}: nothing is written");
     }
+}
+
+#[test]
+fn case_53_a_batch_larger_than_the_data_trains_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    folder_tree(&data, "train", &[("calm", 3), ("rare", 2)]);
+    folder_tree(&data, "valid", &[("calm", 1), ("rare", 1)]);
+    folder_tree(&data, "test", &[("calm", 1), ("rare", 1)]);
+    let out = dir.path().join("run");
+    let (ok, stdout, stderr) = run(&[
+        "finetune",
+        "--model",
+        "vit_toy_patch8_32",
+        "--dataset",
+        "folder",
+        "--data",
+        s(&data),
+        "--batch",
+        "1000",
+        "--shards",
+        "64",
+        "--epochs",
+        "1",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        s(&out),
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    for want in [
+        "--batch 1000 is more than the 5 training images: each step takes all 5",
+        "64 shards for batches of 5 images",
+    ] {
+        assert!(stderr.contains(want), "no \"{want}\" in:\n{stderr}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["steps"], 1);
+    assert_eq!(report["train_images"], 5);
 }

@@ -58,6 +58,24 @@ pub fn resolve_shards(requested: Option<usize>, backend: &str) -> Result<usize> 
     }
 }
 
+/// Says where a run will not use `--batch` or `--shards` as given: a batch larger than the
+/// training set takes all of it, and a step splits into at most one shard per image.
+pub fn note_effective_sizes(batch: usize, shards: usize, n_train: usize) {
+    let images = batch.min(n_train);
+    if batch > n_train {
+        eprintln!(
+            "note: --batch {batch} is more than the {n_train} training images: each step takes \
+             all {n_train}"
+        );
+    }
+    if shards > images {
+        eprintln!(
+            "note: {shards} shards for batches of {images} images: a step splits into at most \
+             one shard per image ({images})"
+        );
+    }
+}
+
 /// Checks that the backend can run `--precision`, and says so where it only costs time.
 pub fn check_precision(precision: Precision, backend: &str) -> Result<()> {
     match precision {

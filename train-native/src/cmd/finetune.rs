@@ -207,6 +207,7 @@ impl Job for FinetuneConfig {
 
         // 3. Schedule and the derived values, printed before training starts.
         let n_train = train.images.len();
+        crate::backend::note_effective_sizes(self.batch, shards, n_train);
         let steps_per_epoch = n_train.div_ceil(self.batch);
         let total_steps = steps_per_epoch * self.epochs;
         let schedule = CosineSchedule {

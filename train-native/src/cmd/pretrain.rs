@@ -429,6 +429,7 @@ impl Job for PretrainConfig {
         }
 
         let n_train = train.len();
+        crate::backend::note_effective_sizes(self.batch, shards, n_train);
         let steps_per_epoch = n_train.div_ceil(self.batch);
         let total_steps = steps_per_epoch * self.epochs;
         let schedule = CosineSchedule {
