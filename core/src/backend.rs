@@ -1,16 +1,20 @@
-//! The backend traits of mimic's models: burn's, plus three fused row operations.
+//! The backend traits of mimic's models: burn's, plus fused operations.
 //!
-//! [`Backend`] is burn's [`burn::tensor::backend::Backend`] with LayerNorm, softmax and GELU
-//! as single operations, forward and backward. burn's autodiff splits LayerNorm and softmax
-//! into a dozen element-wise nodes each (every one a pass over memory and a graph entry), and
-//! burn-flex evaluates GELU's `erf` with scalar libm calls; on the CPU these took a large part
-//! of a training step. Here:
+//! [`Backend`] is burn's [`burn::tensor::backend::Backend`] with LayerNorm, softmax, GELU,
+//! head split / merge, linear layers (with the bias, or the bias and GELU) and multi-head
+//! attention (from the fused q/k/v rows) as single operations, forward and backward. burn's
+//! autodiff splits LayerNorm and softmax into a dozen element-wise nodes each (every one a
+//! pass over memory and a graph entry), burn-flex evaluates GELU's `erf` with scalar libm
+//! calls, and attention written in tensor operations copies q, k, v and the output between
+//! layouts; on the CPU these took a large part of a training step. Here:
 //!
 //! - every backend gets the operations with default bodies written with burn's tensor API, so
 //!   GPU backends behave as before (their fusion passes see the same element-wise work);
 //! - [`Autodiff`] records each as one node whose backward calls the inner backend's backward
 //!   operation, instead of tracing the decomposition;
-//! - burn-flex (the CPU backend) runs them as single loops over rows (see [`flex_kernels`]).
+//! - burn-flex (the CPU backend) runs the row operations as single loops over rows (see
+//!   [`flex_kernels`]) and the linear layers and attention as direct strided matrix products
+//!   with the surrounding work folded in (`flex_products`).
 //!
 //! Models, losses and training code take `B: mimic_core::backend::Backend` (or
 //! [`AutodiffBackend`]); the concrete backends implement it here: burn-flex and `Autodiff<_>`
@@ -516,7 +520,7 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        /// Keeps x and w; the pre-activation too when GELU follows in the same node.
+        /// Keeps x and w (the GELU variant below keeps GELU's derivative as well).
         #[derive(Debug)]
         struct LinearRows;
 

@@ -4,8 +4,8 @@
 //!
 //! - A linear layer starts its output as the bias rows and lets the product accumulate onto
 //!   them (no separate broadcast add); with GELU, one pass over the product writes the output
-//!   and keeps the pre-activation. Its backward pass is two strided products (no transposed
-//!   copies) and a column sum.
+//!   and, for training, GELU's derivative in place of the product. Its backward pass is two
+//!   strided products (no transposed copies) and a column sum.
 //! - Attention reads q, k and v of every (image, head) straight out of the fused projection's
 //!   rows through strides and writes its output straight into merged rows: no head split or
 //!   merge copies. The score scale rides in the product's multiplier, the softmax runs in
@@ -13,7 +13,8 @@
 //!   dv into one buffer laid out as the fused rows, so the projection's backward pass is one
 //!   product.
 //!
-//! Only contiguous-or-not f32 tensors take these paths (others take the default bodies).
+//! f32 tensors, contiguous or not, take these paths; other float types take the default
+//! bodies.
 
 use burn_flex::FlexTensor;
 use gemm::Parallelism;
