@@ -520,32 +520,8 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        /// Keeps x and w (the GELU variant below keeps GELU's derivative as well).
-        #[derive(Debug)]
-        struct LinearRows;
-
-        impl<B: Backend> Backward<B, 3> for LinearRows {
-            type State = LinearState<B>;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node);
-                let wanted = ops.parents.each_ref().map(Option::is_some);
-                let computed = ops.state.grads(grad, wanted);
-                for (node, g) in ops.parents.into_iter().zip(computed) {
-                    if let (Some(node), Some(g)) = (node, g) {
-                        grads.register::<B>(node.id, g);
-                    }
-                }
-            }
-        }
-
         let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
-        match LinearRows.prepare::<C>(nodes).compute_bound().stateful() {
+        match LinearNode.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let out = B::linear_rows(x.primitive.clone(), w.primitive.clone(), b.primitive);
                 let state = LinearState {
@@ -567,38 +543,11 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
         b: FloatTensor<Self>,
         derivative: bool,
     ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
-        /// Keeps x, w and GELU's derivative; the derivative handed back is an untracked
-        /// by-product (gradients flow through the output).
-        #[derive(Debug)]
-        struct LinearGeluRows;
-
-        impl<B: Backend> Backward<B, 3> for LinearGeluRows {
-            type State = LinearState<B>;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node);
-                let wanted = ops.parents.each_ref().map(Option::is_some);
-                let computed = ops.state.grads(grad, wanted);
-                for (node, g) in ops.parents.into_iter().zip(computed) {
-                    if let (Some(node), Some(g)) = (node, g) {
-                        grads.register::<B>(node.id, g);
-                    }
-                }
-            }
-        }
-
+        // The derivative handed back is an untracked by-product (gradients flow through the
+        // output).
         let want_derivative = derivative;
         let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
-        match LinearGeluRows
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
+        match LinearNode.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (out, derivative) = B::linear_gelu_rows(
                     x.primitive.clone(),
@@ -663,6 +612,30 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => {
                 let [out, probs] = B::attention_rows(qkv.primitive, batch, heads);
                 [prep.finish(out), untracked::<B, C>(probs)]
+            }
+        }
+    }
+}
+
+/// The autodiff node of [`Backend::linear_rows`] and [`Backend::linear_gelu_rows`].
+#[derive(Debug)]
+struct LinearNode;
+
+impl<B: Backend> Backward<B, 3> for LinearNode {
+    type State = LinearState<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let wanted = ops.parents.each_ref().map(Option::is_some);
+        let computed = ops.state.grads(grad, wanted);
+        for (node, g) in ops.parents.into_iter().zip(computed) {
+            if let (Some(node), Some(g)) = (node, g) {
+                grads.register::<B>(node.id, g);
             }
         }
     }
